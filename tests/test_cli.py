@@ -1,0 +1,116 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from fer_engine.train import cli_eval, cli_train
+from fer_engine.train.checkpoint import load_checkpoint
+from fer_engine.train.data import load_fer2013
+from fer_engine.train.evaluate import predict_probs
+from fer_engine.train.trainer import Trainer
+
+from conftest import DEFAULT_CHECKPOINT, FER2013, needs_fer2013, write_csv
+
+
+@pytest.fixture
+def train_csv(tmp_path):
+    return write_csv(tmp_path / "train.csv", n=140)
+
+
+def train(csv, out, *extra):
+    argv = ["--model", "cnn", "--from-config", "tiny", "--data", str(csv), "--out", str(out), "--epochs", "2",
+            "--batch-size", "16", "--lr", "0.05", "--limit", "100", "--threads", "1", *extra]
+    return cli_train.main(argv)
+
+
+def test_fer_train_writes_a_complete_checkpoint(train_csv, tmp_path):
+    assert train(train_csv, tmp_path / "run") == 0
+    best = tmp_path / "run" / "best"
+    for name in ("config.json", "model.safetensors", "metrics.json", "training_curve.png"):
+        assert (best / name).is_file(), name
+    metrics = json.loads((best / "metrics.json").read_text())
+    assert len(metrics["history"]) == 2 and metrics["best_epoch"] in (1, 2)
+    assert metrics["test"]["split"] == "PrivateTest" and "machine" in metrics
+    # The recorded PublicTest accuracy is what the saved weights give.
+    ckpt = load_checkpoint(best)
+    val = load_fer2013(train_csv).split("PublicTest")
+    probs = predict_probs(ckpt.module, ckpt.spec, val.images)
+    assert (probs.argmax(1) == val.labels).mean() == pytest.approx(metrics["best"]["val_accuracy"])
+
+
+def test_same_seed_same_run(train_csv, tmp_path):
+    histories = []
+    for run in ("a", "b"):
+        train(train_csv, tmp_path / run, "--seed", "3", "--no-test")
+        history = json.loads((tmp_path / run / "best" / "metrics.json").read_text())["history"]
+        histories.append([(h["train_loss"], h["val_accuracy"]) for h in history])
+    assert histories[0] == histories[1]
+
+
+def test_interrupted_run_resumes_to_the_same_weights(train_csv, tmp_path, monkeypatch):
+    train(train_csv, tmp_path / "straight", "--no-test")
+    original_step = Trainer._train_step
+    calls = {"n": 0}
+
+    def interrupt_in_epoch_two(self, x, y):
+        calls["n"] += 1
+        if calls["n"] == self.stream.steps_per_epoch() + 1:
+            raise KeyboardInterrupt
+        return original_step(self, x, y)
+
+    monkeypatch.setattr(Trainer, "_train_step", interrupt_in_epoch_two)
+    assert train(train_csv, tmp_path / "cut", "--no-test") == 130
+    assert (tmp_path / "cut" / "last" / "training_state.pt").is_file()
+    monkeypatch.setattr(Trainer, "_train_step", original_step)
+    assert cli_train.main(["--resume", str(tmp_path / "cut"), "--threads", "1"]) == 0
+    straight = load_checkpoint(tmp_path / "straight" / "last").module.state_dict()
+    resumed = load_checkpoint(tmp_path / "cut" / "last").module.state_dict()
+    for key in straight:
+        torch.testing.assert_close(resumed[key], straight[key], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--model", "resnet", "--data", "x.csv"], "unknown model 'resnet'"),
+    (["--model", "cnn"], "--data is required"),
+    (["--model", "cnn", "--data", "/no/such/file.csv"], "data not found"),
+    (["--resume", "/no/such/run"], "nothing to resume"),
+    (["--model", "cnn", "--data", "x.csv", "--from-config", "nope"], "--from-config takes"),
+])
+def test_fer_train_user_errors_are_one_line(argv, message, capsys):
+    assert cli_train.main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_fer_eval_reports_and_writes_json_and_png(train_csv, tmp_path, capsys):
+    train(train_csv, tmp_path / "run", "--no-test")
+    capsys.readouterr()
+    out_json = tmp_path / "eval" / "report.json"
+    assert cli_eval.main([str(tmp_path / "run" / "best"), "--data", str(train_csv), "--split", "PublicTest",
+                          "--json", str(out_json), "--tta"]) == 0
+    text = capsys.readouterr().out
+    assert "macro-F1" in text and "confusion" in text and "disgust" in text
+    report = json.loads(out_json.read_text())
+    assert report["count"] == 28 and report["tta"] is True
+    assert np.array(report["confusion"]).sum() == 28
+    assert set(report["per_class"]) == {"angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"}
+    assert out_json.with_suffix(".png").stat().st_size > 1000
+
+
+def test_fer_eval_user_errors(train_csv, tmp_path, capsys):
+    assert cli_eval.main([str(tmp_path / "missing"), "--data", str(train_csv)]) == 2
+    model = tmp_path / "model.tflite"
+    model.write_bytes(b"x")
+    assert cli_eval.main([str(model), "--data", str(train_csv)]) == 2
+    assert "cannot evaluate" in capsys.readouterr().err
+
+
+@needs_fer2013
+@pytest.mark.skipif(not (DEFAULT_CHECKPOINT / "metrics.json").is_file(), reason="no committed default checkpoint")
+def test_committed_checkpoint_matches_its_recorded_publictest_accuracy(tmp_path):
+    out = tmp_path / "eval.json"
+    assert cli_eval.main([str(DEFAULT_CHECKPOINT), "--data", str(FER2013), "--split", "PublicTest",
+                          "--json", str(out), "--device", "cpu"]) == 0
+    recorded = json.loads((DEFAULT_CHECKPOINT / "metrics.json").read_text())["best"]["val_accuracy"]
+    assert json.loads(out.read_text())["accuracy"] == pytest.approx(recorded, abs=0.005)

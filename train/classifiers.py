@@ -1,0 +1,64 @@
+"""What ``fer-eval`` (and later ``fer-bench``) can evaluate, chosen by the kind of path.
+
+Each loader returns a ``Classifier``: its ``spec`` and ``predict_probs(faces)`` for uint8 gray faces.
+A checkpoint folder runs in PyTorch; exported files (``.onnx``, engines) register their own loader here
+when the export side provides them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Protocol
+
+import numpy as np
+
+from fer_engine.errors import FerError
+from fer_engine.spec import ModelSpec
+
+
+class Classifier(Protocol):
+    spec: ModelSpec
+    description: str
+
+    def predict_probs(self, faces: np.ndarray, *, batch_size: int = 256, tta: bool = False) -> np.ndarray: ...
+
+
+@dataclass
+class TorchClassifier:
+    spec: ModelSpec
+    module: object
+    device: str
+    description: str
+    metrics: dict
+
+    def predict_probs(self, faces, *, batch_size=256, tta=False):
+        from .evaluate import predict_probs
+
+        return predict_probs(self.module, self.spec, faces, device=self.device, batch_size=batch_size, tta=tta)
+
+
+def _load_checkpoint_folder(path: Path, device: str) -> TorchClassifier:
+    from .checkpoint import load_checkpoint
+    from .trainer import resolve_device
+
+    torch_device = resolve_device(device)
+    ckpt = load_checkpoint(path)
+    return TorchClassifier(ckpt.spec, ckpt.module.to(torch_device), str(torch_device),
+                           f"{ckpt.model_name} checkpoint {path} (PyTorch, {torch_device})", ckpt.metrics)
+
+
+# Suffix of the path -> loader; "" is a folder (a fer-train checkpoint).
+LOADERS: dict[str, Callable[[Path, str], Classifier]] = {"": _load_checkpoint_folder}
+
+
+def load_classifier(path: str | Path, device: str = "auto") -> Classifier:
+    path = Path(path)
+    if not path.exists():
+        raise FerError(f"model not found: {path}")
+    kind = "" if path.is_dir() else path.suffix.lower()
+    loader = LOADERS.get(kind)
+    if loader is None:
+        known = ", ".join(k or "checkpoint folder" for k in LOADERS)
+        raise FerError(f"cannot evaluate '{path}': this version reads {known}")
+    return loader(path, device)

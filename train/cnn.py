@@ -1,0 +1,76 @@
+"""``cnn``: our edge model, a compact ResNet for 48x48 gray faces.
+
+Plain 3x3 convolutions, batch norm and ReLU only: the operators every backend (onnxruntime's int8 and
+AMX kernels, TensorRT, a Jetson's DLA) runs fastest, and that fold into single fused convolutions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class CNNConfig:
+    widths: tuple[int, ...] = (32, 64, 128, 256)
+    blocks: tuple[int, ...] = (2, 2, 2, 2)
+    stem: tuple[tuple[int, int], ...] = ((32, 1), (32, 2))  # (channels, stride) of each stem conv
+    in_channels: int = 1
+    num_classes: int = 7
+    dropout: float = 0.2
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "CNNConfig":
+        def frozen(v):
+            return tuple(frozen(i) for i in v) if isinstance(v, (list, tuple)) else v
+        return cls(**{k: frozen(v) for k, v in values.items() if k in cls.__dataclass_fields__})
+
+
+def _conv_bn(cin: int, cout: int, stride: int = 1, kernel: int = 3) -> list[nn.Module]:
+    return [nn.Conv2d(cin, cout, kernel, stride, kernel // 2, bias=False), nn.BatchNorm2d(cout)]
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.body = nn.Sequential(*_conv_bn(cin, cout, stride), nn.ReLU(inplace=True), *_conv_bn(cout, cout))
+        self.shortcut = (nn.Identity() if stride == 1 and cin == cout
+                         else nn.Sequential(*_conv_bn(cin, cout, stride, kernel=1)))
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.body(x) + self.shortcut(x))
+
+
+class FerCNN(nn.Module):
+    def __init__(self, config: CNNConfig = CNNConfig()):
+        super().__init__()
+        self.config = config
+        layers: list[nn.Module] = []
+        cin = config.in_channels
+        for channels, stride in config.stem:
+            layers += [*_conv_bn(cin, channels, stride), nn.ReLU(inplace=True)]
+            cin = channels
+        for stage, (width, count) in enumerate(zip(config.widths, config.blocks)):
+            for i in range(count):
+                layers.append(BasicBlock(cin, width, stride=2 if stage > 0 and i == 0 else 1))
+                cin = width
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.dropout = nn.Dropout(config.dropout)
+        self.classifier = nn.Linear(cin, config.num_classes)
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        for block in self.modules():
+            if isinstance(block, BasicBlock):
+                nn.init.zeros_(block.body[-1].weight)  # each residual block starts as identity
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        x = self.pool(self.features(pixel_values)).flatten(1)
+        return self.classifier(self.dropout(x))

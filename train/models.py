@@ -1,0 +1,274 @@
+"""The model registry: one entry per model family, each able to create, save and load its models.
+
+``cnn`` is ours (train/cnn.py). ``vit``, ``convnext`` and ``convnextv2`` are Hugging Face models through
+transformers' Auto classes with a new 7-label head; gray faces are replicated to 3 channels and resized
+to the model's input size by the preprocessing spec (``fer_engine.spec.ModelSpec``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from fer_engine.errors import FerError
+from fer_engine.spec import LABELS, ModelSpec, did_you_mean
+
+from .cnn import CNNConfig, FerCNN
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# Mean and spread of FER2013 Training pixels (measured: 0.514 and 0.307).
+FER_MEAN = (0.514,)
+FER_STD = (0.307,)
+
+
+@dataclass(frozen=True)
+class TrainDefaults:
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    optimizer: str  # "sgd" | "adamw"
+    warmup_epochs: float
+    label_smoothing: float
+
+
+@dataclass
+class BuiltModel:
+    module: nn.Module  # forward(pixel_values [N, C, H, W]) -> logits [N, len(labels)]
+    spec: ModelSpec
+    arch: dict  # what ``load`` needs besides the weights
+
+
+class ModelFamily(ABC):
+    name: str
+    description: str
+    defaults: TrainDefaults
+
+    @abstractmethod
+    def create(self, pretrained: str | None = None, from_config: str | None = None) -> BuiltModel:
+        """A new model: from pretrained weights (hub id or folder), or untrained from a config
+        (``full`` size, ``tiny`` for tests, or a JSON file of config values)."""
+
+    @abstractmethod
+    def save_weights(self, built: BuiltModel, folder: Path, config: dict) -> None:
+        """Write the weights (and ``config.json``, which holds ``config``) into ``folder``."""
+
+    @abstractmethod
+    def load(self, folder: Path, spec: ModelSpec, arch: dict) -> nn.Module:
+        """The module saved in ``folder``."""
+
+
+_REGISTRY: dict[str, ModelFamily] = {}
+
+
+def register(family: ModelFamily) -> ModelFamily:
+    _REGISTRY[family.name] = family
+    return family
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    import fnmatch
+
+    return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
+
+
+def get_family(name: str) -> ModelFamily:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise FerError(f"unknown model '{name}'.{did_you_mean(name, _REGISTRY)} "
+                       f"Available: {', '.join(list_models())}") from None
+
+
+def create_model(name: str, pretrained: str | None = None, from_config: str | None = None) -> BuiltModel:
+    return get_family(name).create(pretrained=pretrained, from_config=from_config)
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def count_macs(module: nn.Module, spec: ModelSpec) -> int:
+    """Multiply-accumulates for one face (FLOPs as 2 x MACs)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    was_training = module.training
+    module.eval()
+    param = next(module.parameters())
+    x = torch.zeros(1, spec.channels, *spec.image_size, device=param.device)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        module(x)
+    module.train(was_training)
+    return counter.get_total_flops() // 2
+
+
+def _read_overrides(from_config: str) -> dict:
+    path = Path(from_config)
+    if not path.is_file():
+        raise FerError(f"--from-config takes 'full', 'tiny' or a JSON file of config values; '{from_config}' is none of these")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise FerError(f"{path} is not valid JSON: {exc}") from exc
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """A quick look before transformers' own retries, which take a minute to give up offline."""
+    import socket
+    from urllib.parse import urlparse
+
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return False
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+class CNNFamily(ModelFamily):
+    name = "cnn"
+    description = "ours: compact ResNet for 48x48 gray faces, made for the edge (2.8 M parameters)"
+    defaults = TrainDefaults(epochs=90, batch_size=128, lr=0.1, weight_decay=5e-4, optimizer="sgd",
+                             warmup_epochs=2, label_smoothing=0.1)
+    tiny = CNNConfig(widths=(8, 16, 16, 32), blocks=(1, 1, 1, 1), stem=((8, 1), (8, 2)))
+
+    def spec(self) -> ModelSpec:
+        return ModelSpec(model=self.name, image_size=(48, 48), channels=1, mean=FER_MEAN, std=FER_STD)
+
+    def create(self, pretrained=None, from_config=None) -> BuiltModel:
+        if pretrained:
+            from .checkpoint import load_checkpoint  # fine-tune one of our own checkpoints
+
+            ckpt = load_checkpoint(pretrained, expect_model=self.name)
+            return BuiltModel(ckpt.module, ckpt.spec, ckpt.arch)
+        if from_config in (None, "full"):
+            config = CNNConfig()
+        elif from_config == "tiny":
+            config = self.tiny
+        else:
+            config = CNNConfig.from_dict(CNNConfig().to_dict() | _read_overrides(from_config))
+        return BuiltModel(FerCNN(config), self.spec(), config.to_dict())
+
+    def save_weights(self, built, folder, config) -> None:
+        from safetensors.torch import save_file
+
+        (folder / "config.json").write_text(json.dumps(config, indent=2))
+        state = {k: v.detach().contiguous().cpu() for k, v in built.module.state_dict().items()}
+        save_file(state, str(folder / "model.safetensors"))
+
+    def load(self, folder, spec, arch) -> nn.Module:
+        from safetensors.torch import load_file
+
+        module = FerCNN(CNNConfig.from_dict(arch))
+        module.load_state_dict(load_file(str(folder / "model.safetensors")))
+        return module
+
+
+class HFClassifier(nn.Module):
+    """A transformers image classifier behind the contract ``forward(pixel_values) -> logits``."""
+
+    def __init__(self, hf_model: nn.Module):
+        super().__init__()
+        self.hf = hf_model
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.hf(pixel_values=pixel_values).logits
+
+
+class HFFamily(ModelFamily):
+    defaults = TrainDefaults(epochs=10, batch_size=32, lr=5e-5, weight_decay=0.05, optimizer="adamw",
+                             warmup_epochs=1, label_smoothing=0.1)
+
+    def __init__(self, name, hub_id, config_class, description, full, tiny, mean, std):
+        self.name, self.hub_id, self.config_class, self.description = name, hub_id, config_class, description
+        self.full, self.tiny, self.mean, self.std = full, tiny, mean, std
+
+    def _label_kwargs(self) -> dict:
+        return {"num_labels": len(LABELS), "id2label": dict(enumerate(LABELS)),
+                "label2id": {n: i for i, n in enumerate(LABELS)}}
+
+    def _spec(self, image_size: int, mean=None, std=None) -> ModelSpec:
+        return ModelSpec(model=self.name, image_size=(image_size, image_size), channels=3,
+                         mean=tuple(mean or self.mean), std=tuple(std or self.std))
+
+    def create(self, pretrained=None, from_config=None) -> BuiltModel:
+        import transformers
+
+        if from_config is None:
+            return self._from_pretrained(pretrained or self.hub_id)
+        if pretrained:
+            raise FerError("pass either --pretrained or --from-config, not both")
+        values = {"full": self.full, "tiny": self.tiny}.get(from_config)
+        if values is None:
+            values = self.full | _read_overrides(from_config)
+        config = getattr(transformers, self.config_class)(**values, **self._label_kwargs())
+        hf = transformers.AutoModelForImageClassification.from_config(config)
+        return BuiltModel(HFClassifier(hf), self._spec(config.image_size), {})
+
+    def _from_pretrained(self, source: str) -> BuiltModel:
+        import transformers
+
+        local = Path(source).expanduser()
+        if not local.is_dir() and (source.startswith((".", "/", "~")) or os.sep in source.strip("/").split("/", 1)[-1]):
+            raise FerError(f"pretrained folder not found: {source}")
+        load = transformers.AutoModelForImageClassification.from_pretrained
+        try:
+            if local.is_dir():
+                hf = load(str(local), ignore_mismatched_sizes=True, **self._label_kwargs())
+            else:
+                try:  # the user's Hugging Face cache first: no network needed
+                    hf = load(source, ignore_mismatched_sizes=True, local_files_only=True, **self._label_kwargs())
+                except OSError:
+                    if not _hub_reachable():
+                        raise OSError("the Hugging Face hub cannot be reached") from None
+                    hf = load(source, ignore_mismatched_sizes=True, **self._label_kwargs())
+        except OSError as exc:
+            if local.is_dir():
+                raise FerError(f"{local} is not a transformers model folder ({exc})") from exc
+            raise FerError(
+                f"cannot load '{source}' from the Hugging Face hub (offline, or no such model). On a machine with "
+                f"internet access run `huggingface-cli download {source} --local-dir {self.name}-pretrained`, "
+                f"copy that folder here and pass --pretrained ./{self.name}-pretrained") from exc
+        mean = std = None
+        processor_file = local / "preprocessor_config.json"
+        if processor_file.is_file():
+            processor = json.loads(processor_file.read_text())
+            mean, std = processor.get("image_mean"), processor.get("image_std")
+        return BuiltModel(HFClassifier(hf), self._spec(hf.config.image_size, mean, std), {})
+
+    def save_weights(self, built, folder, config) -> None:
+        hf = built.module.hf
+        hf.config.fer = config["fer"]  # transformers keeps unknown attributes in config.json
+        hf.config.fer_arch = config["arch"]
+        hf.save_pretrained(str(folder), safe_serialization=True)
+
+    def load(self, folder, spec, arch) -> nn.Module:
+        import transformers
+
+        return HFClassifier(transformers.AutoModelForImageClassification.from_pretrained(str(folder)))
+
+
+register(CNNFamily())
+register(HFFamily(
+    "vit", "google/vit-base-patch16-224", "ViTConfig", "ViT-B/16 (86 M parameters), 224x224 input",
+    full={}, tiny=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                       image_size=32, patch_size=8),
+    mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)))
+register(HFFamily(
+    "convnext", "facebook/convnext-tiny-224", "ConvNextConfig", "ConvNeXt-T (28 M parameters), 224x224 input",
+    full={}, tiny=dict(hidden_sizes=[8, 16, 32, 64], depths=[1, 1, 1, 1], image_size=32),
+    mean=IMAGENET_MEAN, std=IMAGENET_STD))
+register(HFFamily(
+    "convnextv2", "facebook/convnextv2-tiny-22k-384", "ConvNextV2Config",
+    "ConvNeXt-V2-T (28 M parameters), 384x384 input",
+    full=dict(image_size=384), tiny=dict(hidden_sizes=[8, 16, 32, 64], depths=[1, 1, 1, 1], image_size=32),
+    mean=IMAGENET_MEAN, std=IMAGENET_STD))

@@ -1,0 +1,370 @@
+"""The training loop behind ``fer-train``.
+
+Batches are drawn from the in-memory uint8 faces by a per-epoch permutation (nothing is copied per
+epoch) and augmented on the fly; every epoch ends with a PublicTest evaluation, and the best epoch by
+PublicTest accuracy is kept as ``OUT/best``. ``OUT/last`` is the resumable state, written every epoch
+and on Ctrl-C. PrivateTest is evaluated once, on the best checkpoint, after training.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import queue
+import sys
+import threading
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from fer_engine.errors import FerError
+from fer_engine.spec import LABELS
+
+from .augment import AugmentConfig, augment
+from .checkpoint import load_checkpoint, read_checkpoint_config, save_checkpoint
+from .data import FerSplit, load_fer2013
+from .evaluate import predict_probs
+from .metrics import Report
+from .models import BuiltModel, count_macs, count_parameters, create_model, get_family
+from .plots import plot_training_curve
+from .preprocess import faces_to_tensor, to_pixel_values
+
+STATE_FILE = "training_state.pt"
+
+
+@dataclass
+class TrainConfig:
+    model: str
+    data: str
+    out: str | None = None
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    weight_decay: float | None = None
+    label_smoothing: float | None = None
+    optimizer: str | None = None
+    warmup_epochs: float | None = None
+    seed: int = 0
+    workers: int = 0
+    amp: str = "auto"
+    device: str = "auto"
+    threads: int | None = None
+    limit: int | None = None
+    pretrained: str | None = None
+    from_config: str | None = None
+    skip_bad_rows: bool = False
+    final_test: bool = True
+    eval_batch_size: int = 256
+
+    def fill_defaults(self) -> "TrainConfig":
+        defaults = get_family(self.model).defaults
+        for f in fields(defaults):
+            if getattr(self, f.name) is None:
+                setattr(self, f.name, getattr(defaults, f.name))
+        self.out = self.out or f"runs/{self.model}"
+        if self.optimizer not in ("sgd", "adamw"):
+            raise FerError(f"unknown optimizer '{self.optimizer}': choose sgd or adamw")
+        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
+            raise FerError("--epochs, --batch-size and --lr must be positive")
+        return self
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise FerError("--device cuda was asked for, but torch sees no CUDA GPU (is this a CPU build of torch?)")
+    if name not in ("cpu", "cuda"):
+        raise FerError(f"unknown device '{name}': choose auto, cpu or cuda")
+    return torch.device(name)
+
+
+def resolve_amp(name: str, device: torch.device) -> torch.dtype | None:
+    if name == "off":
+        return None
+    if name == "auto":
+        if device.type == "cuda":
+            return torch.float16
+        return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else None
+    if name in ("bf16", "fp16"):
+        return torch.bfloat16 if name == "bf16" else torch.float16
+    raise FerError(f"unknown --amp '{name}': choose auto, bf16, fp16 or off")
+
+
+def machine_info(device: torch.device) -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {"cpu": cpu, "cores": os.cpu_count(), "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "python": platform.python_version(), "device": str(device)}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+class BatchStream:
+    """Augmented training batches for one epoch. The permutation depends on (seed, epoch) and each
+    batch's augmentation on (seed, epoch, step), so a run resumed mid-epoch continues identically."""
+
+    def __init__(self, split: FerSplit, batch_size: int, seed: int, augment_cfg: AugmentConfig, workers: int):
+        self.images = torch.from_numpy(split.images)
+        self.labels = torch.from_numpy(split.labels)
+        self.batch_size, self.seed, self.augment_cfg, self.workers = batch_size, seed, augment_cfg, workers
+
+    def steps_per_epoch(self) -> int:
+        return max(len(self.labels) // self.batch_size, 1)
+
+    def _batch(self, perm: torch.Tensor, epoch: int, step: int):
+        idx = perm[step * self.batch_size:(step + 1) * self.batch_size]
+        gen = torch.Generator().manual_seed(hash((self.seed, epoch, step)) & 0x7FFF_FFFF)
+        x = augment(faces_to_tensor(self.images[idx]), self.augment_cfg, gen)
+        return x, self.labels[idx], step
+
+    def epoch(self, epoch: int, start_step: int = 0):
+        perm = torch.randperm(len(self.labels), generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch))
+        steps = range(start_step, self.steps_per_epoch())
+        if self.workers <= 0:
+            for step in steps:
+                yield self._batch(perm, epoch, step)
+            return
+        ready: queue.Queue = queue.Queue(maxsize=2 * self.workers)
+        stop = threading.Event()
+
+        def produce():
+            for step in steps:
+                if stop.is_set():
+                    return
+                ready.put(self._batch(perm, epoch, step))
+            ready.put(None)
+
+        thread = threading.Thread(target=produce, daemon=True)
+        thread.start()
+        try:
+            while (item := ready.get()) is not None:
+                yield item
+        finally:
+            stop.set()
+            while thread.is_alive():
+                try:
+                    ready.get_nowait()
+                except queue.Empty:
+                    thread.join(0.05)
+
+
+def _lr_lambda(total_steps: int, warmup_steps: int):
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(total_steps - warmup_steps, 1)
+        return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+    return factor
+
+
+def _make_optimizer(cfg: TrainConfig, module: torch.nn.Module) -> torch.optim.Optimizer:
+    decay, no_decay = [], []
+    for name, param in module.named_parameters():
+        (no_decay if param.ndim <= 1 else decay).append(param)  # no decay on norms and biases
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9, nesterov=True)
+    return torch.optim.AdamW(groups, lr=cfg.lr)
+
+
+def _progress(total: int, desc: str):
+    from tqdm.auto import tqdm
+
+    interactive = sys.stderr.isatty()
+    return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True, disable=None if interactive else False,
+                mininterval=0.5 if interactive else 60, file=sys.stderr)
+
+
+def evaluate_split(module, spec, split: FerSplit, device, batch_size: int) -> tuple[Report, float]:
+    probs = predict_probs(module, spec, split.images, device=str(device), batch_size=batch_size)
+    order = spec.label_index(LABELS)
+    probs = probs[:, order]
+    loss = float(-np.log(np.clip(probs[np.arange(len(split)), split.labels], 1e-12, None)).mean())
+    return Report.from_predictions(split.labels, probs.argmax(1), LABELS), loss
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, resume: str | None = None, log=print):
+        self.log = log
+        self.resume_dir = Path(resume) if resume else None
+        state = None
+        if self.resume_dir:
+            self.resume_dir = self._find_resume_dir(self.resume_dir)
+            state = torch.load(self.resume_dir / STATE_FILE, map_location="cpu", weights_only=False)
+            saved = TrainConfig(**state["config"])
+            saved.workers, saved.device, saved.threads = cfg.workers, cfg.device, cfg.threads
+            cfg = saved
+        self.cfg = cfg.fill_defaults()
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        torch.manual_seed(cfg.seed)
+        self.device = resolve_device(cfg.device)
+        self.amp = resolve_amp(cfg.amp, self.device)
+        self.out = Path(cfg.out)
+
+        if state:
+            spec, arch = read_checkpoint_config(self.resume_dir)
+            module = get_family(spec.model).load(self.resume_dir, spec, arch)
+            self.built = BuiltModel(module, spec, arch)
+        else:
+            self.built = create_model(cfg.model, pretrained=cfg.pretrained, from_config=cfg.from_config)
+        data = load_fer2013(cfg.data, skip_bad_rows=cfg.skip_bad_rows)
+        self.log(f"data: {data.source}: {data.summary()}" + (" [cache]" if data.from_cache else ""))
+        self.train_split = data.split("Training").head(cfg.limit)
+        self.val_split = data.split("PublicTest").head(cfg.limit)
+        self.test_split = data.split("PrivateTest").head(cfg.limit)
+
+        self.module = self.built.module.to(self.device).to(memory_format=torch.channels_last)
+        self.stream = BatchStream(self.train_split, cfg.batch_size, cfg.seed, AugmentConfig(), cfg.workers)
+        steps = self.stream.steps_per_epoch()
+        self.optimizer = _make_optimizer(cfg, self.module)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, _lr_lambda(cfg.epochs * steps, int(cfg.warmup_epochs * steps)))
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == torch.float16 and self.device.type == "cuda")
+        self.history: list[dict] = []
+        self.best: dict | None = None
+        self.start_epoch, self.start_step, self.elapsed = 0, 0, 0.0
+        if state:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.history, self.best = state["history"], state["best"]
+            self.start_epoch, self.start_step, self.elapsed = state["epoch"], state["step"], state["elapsed"]
+            if "rng" in state:
+                torch.set_rng_state(state["rng"])  # dropout continues as in an uninterrupted run
+            self.log(f"resuming {self.resume_dir} at epoch {self.start_epoch + 1}, step {self.start_step}")
+        self.params = count_parameters(self.module)
+        self.macs = count_macs(self.module, self.built.spec)
+
+    @staticmethod
+    def _find_resume_dir(path: Path) -> Path:
+        for candidate in (path, path / "last"):
+            if (candidate / STATE_FILE).is_file():
+                return candidate
+        raise FerError(f"nothing to resume in {path}: expected {path}/last/{STATE_FILE} from an earlier fer-train run")
+
+    def _metrics(self) -> dict:
+        return {
+            "model": self.built.spec.model,
+            "config": asdict(self.cfg),
+            "command": "fer-train " + " ".join(sys.argv[1:]) if sys.argv and "fer-train" in sys.argv[0] else None,
+            "params": self.params,
+            "macs_per_face": self.macs,
+            "amp": str(self.amp).replace("torch.", "") if self.amp else "off",
+            "machine": machine_info(self.device),
+            "history": self.history,
+            "best_epoch": self.best["epoch"] if self.best else None,
+            "best": self.best,
+            "train_time_s": round(self.elapsed, 1),
+        }
+
+    def _save_last(self, epoch: int, step: int) -> None:
+        state = {"config": asdict(self.cfg), "optimizer": self.optimizer.state_dict(),
+                 "scheduler": self.scheduler.state_dict(), "history": self.history, "best": self.best,
+                 "epoch": epoch, "step": step, "elapsed": self.elapsed, "rng": torch.get_rng_state()}
+        import io
+
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        save_checkpoint(self.out / "last", self.built, self._metrics(), {STATE_FILE: buffer.getvalue()})
+
+    def _train_step(self, x, y) -> tuple[float, int]:
+        x = to_pixel_values(x.to(self.device, non_blocking=True), self.built.spec).contiguous(
+            memory_format=torch.channels_last)
+        y = y.to(self.device, non_blocking=True)
+        autocast = torch.autocast(self.device.type, dtype=self.amp) if self.amp else nullcontext()
+        with autocast:
+            logits = self.module(x)
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=self.cfg.label_smoothing)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        return loss.item(), int((logits.argmax(1) == y).sum())
+
+    def run(self) -> dict:
+        cfg = self.cfg
+        steps = self.stream.steps_per_epoch()
+        self.log(f"model {cfg.model}: {self.params / 1e6:.2f} M parameters, {self.macs / 1e9:.3f} GMACs/face, "
+                 f"input {self.built.spec.channels}x{self.built.spec.image_size[0]}x{self.built.spec.image_size[1]}; "
+                 f"device {self.device}, amp {self.amp or 'off'}, {torch.get_num_threads()} threads; "
+                 f"{cfg.epochs} epochs x {steps} steps of {cfg.batch_size}")
+        self.module.train()
+        epoch, step = self.start_epoch, self.start_step
+        try:
+            for epoch in range(self.start_epoch, cfg.epochs):
+                first = self.start_step if epoch == self.start_epoch else 0
+                loss_sum = correct = seen = 0
+                started = time.perf_counter()
+                bar = _progress(steps, f"epoch {epoch + 1}/{cfg.epochs}")
+                bar.update(first)
+                for x, y, step in self.stream.epoch(epoch, first):
+                    loss, hits = self._train_step(x, y)
+                    loss_sum += loss * len(y)
+                    correct += hits
+                    seen += len(y)
+                    rate = seen / max(time.perf_counter() - started, 1e-9)
+                    bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen * 100:.1f}%", img_s=f"{rate:.0f}", refresh=False)
+                    bar.update(1)
+                bar.close()
+                step = steps
+                train_time = time.perf_counter() - started
+                report, val_loss = evaluate_split(self.module, self.built.spec, self.val_split, self.device, cfg.eval_batch_size)
+                self.module.train()
+                self.elapsed += time.perf_counter() - started
+                record = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "train_accuracy": correct / max(seen, 1),
+                          "val_loss": val_loss, "val_accuracy": report.accuracy, "val_macro_f1": report.macro_f1,
+                          "lr": self.optimizer.param_groups[0]["lr"], "images_per_s": seen / max(train_time, 1e-9),
+                          "epoch_time_s": time.perf_counter() - started}
+                self.history.append(record)
+                improved = self.best is None or report.accuracy > self.best["val_accuracy"]
+                if improved:
+                    self.best = dict(record)
+                self.log(f"epoch {epoch + 1}/{cfg.epochs}: loss {record['train_loss']:.3f}, train acc "
+                         f"{record['train_accuracy'] * 100:.1f}%, PublicTest acc {report.accuracy * 100:.2f}% "
+                         f"macro-F1 {report.macro_f1 * 100:.2f}%, {record['images_per_s']:.0f} img/s, "
+                         f"{record['epoch_time_s']:.0f} s" + ("  * best" if improved else ""))
+                if improved:
+                    save_checkpoint(self.out / "best", self.built, self._metrics())
+                step = 0
+                self._save_last(epoch + 1, 0)
+        except KeyboardInterrupt:
+            self._save_last(epoch, step if step < steps else 0)
+            self.log(f"\ninterrupted: state saved in {self.out / 'last'}; continue with "
+                     f"`fer-train --resume {self.out}`")
+            raise
+        return self.finish()
+
+    def finish(self) -> dict:
+        best_dir = self.out / "best"
+        ckpt = load_checkpoint(best_dir)
+        metrics = self._metrics()
+        if self.cfg.final_test:
+            module = ckpt.module.to(self.device)
+            report, _ = evaluate_split(module, ckpt.spec, self.test_split, self.device, self.cfg.eval_batch_size)
+            metrics["test"] = {"split": "PrivateTest", "accuracy": report.accuracy, "macro_f1": report.macro_f1,
+                               "per_class": report.per_class(), "confusion": report.confusion.tolist()}
+            self.log(f"best epoch {self.best['epoch']}: PublicTest {self.best['val_accuracy'] * 100:.2f}%; "
+                     f"PrivateTest (reported once) accuracy {report.accuracy * 100:.2f}%, "
+                     f"macro-F1 {report.macro_f1 * 100:.2f}%")
+        (best_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        title = f"{self.cfg.model}: best PublicTest {self.best['val_accuracy'] * 100:.2f}% (epoch {self.best['epoch']})"
+        for folder in (best_dir, self.out / "last"):
+            if folder.is_dir():
+                plot_training_curve(self.history, folder / "training_curve.png", title)
+        return metrics
