@@ -137,7 +137,7 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
 class CNNFamily(ModelFamily):
     name = "cnn"
     description = "ours: compact ResNet for 48x48 gray faces, made for the edge (2.8 M parameters)"
-    defaults = TrainDefaults(epochs=90, batch_size=128, lr=0.1, weight_decay=5e-4, optimizer="sgd",
+    defaults = TrainDefaults(epochs=80, batch_size=128, lr=1e-3, weight_decay=0.05, optimizer="adamw",
                              warmup_epochs=2, label_smoothing=0.1)
     tiny = CNNConfig(widths=(8, 16, 16, 32), blocks=(1, 1, 1, 1), stem=((8, 1), (8, 2)))
 
