@@ -48,8 +48,17 @@ def _load_checkpoint_folder(path: Path, device: str) -> TorchClassifier:
                            f"{ckpt.model_name} checkpoint {path} (PyTorch, {torch_device})", ckpt.metrics)
 
 
+def _load_onnx(path: Path, device: str) -> Classifier:
+    from fer_engine.runtime.onnx_model import OnnxClassifier, available_providers
+
+    providers = ["CPUExecutionProvider"]
+    if device in ("auto", "cuda") and "CUDAExecutionProvider" in available_providers():
+        providers.insert(0, "CUDAExecutionProvider")
+    return OnnxClassifier(path, providers=providers)
+
+
 # Suffix of the path -> loader; "" is a folder (a fer-train checkpoint).
-LOADERS: dict[str, Callable[[Path, str], Classifier]] = {"": _load_checkpoint_folder}
+LOADERS: dict[str, Callable[[Path, str], Classifier]] = {"": _load_checkpoint_folder, ".onnx": _load_onnx}
 
 
 def load_classifier(path: str | Path, device: str = "auto") -> Classifier:

@@ -16,7 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="fer-eval", description=__doc__,
         epilog="Example: fer-eval checkpoints/cnn --data fer2013.csv.gz --split PrivateTest --json eval.json")
-    p.add_argument("model", metavar="MODEL", help="a fer-train checkpoint folder")
+    p.add_argument("model", metavar="MODEL", help="a fer-train checkpoint folder or an exported .onnx file")
     p.add_argument("--data", required=True, help="Kaggle fer2013.csv(.gz) or an image-folder root")
     p.add_argument("--split", default="PrivateTest", help="Training, PublicTest or PrivateTest (default: PrivateTest)")
     p.add_argument("--tta", action="store_true", help="average each face with its mirror image")

@@ -1,0 +1,20 @@
+"""fp16 ONNX for GPUs: weights and activations in half precision, float32 inputs and outputs kept."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import onnx
+
+from .onnx_export import save_model, write_metadata
+
+
+def convert_fp16(fp32_path: Path, out: Path, spec) -> Path:
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = onnx.load(str(fp32_path))
+    half = convert_float_to_float16(model, keep_io_types=True)
+    write_metadata(half, dataclasses.replace(spec, precision="fp16"))
+    save_model(half, out)
+    return out

@@ -1,0 +1,87 @@
+"""fp32 ONNX export with the ``fer`` metadata: ``cnn`` through ``torch.onnx.export``, the Hugging Face
+models through optimum's ``main_export``. Input ``pixel_values`` [N, C, H, W] with a dynamic batch axis,
+output ``logits`` [N, 7]."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import onnx
+
+from fer_engine.errors import FerError
+from fer_engine.runtime.onnx_model import METADATA_KEY
+from fer_engine.spec import ModelSpec
+
+MIN_OPSET, MAX_OPSET = 13, 21
+
+
+def write_metadata(model: onnx.ModelProto, spec: ModelSpec) -> None:
+    for prop in list(model.metadata_props):
+        if prop.key == METADATA_KEY:
+            model.metadata_props.remove(prop)
+    model.metadata_props.add(key=METADATA_KEY, value=json.dumps(spec.to_metadata()))
+
+
+def save_model(model: onnx.ModelProto, path: Path) -> None:
+    """Write beside the target, then rename: an interrupted export leaves no valid-looking file."""
+    tmp = path.with_name(path.name + ".partial")
+    onnx.save(model, str(tmp))
+    tmp.replace(path)
+
+
+def export_fp32(built, out: Path, opset: int) -> Path:
+    """``built``: a ``BuiltModel`` (module, spec). Writes ``out`` (a .onnx path) and returns it."""
+    import torch
+
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise FerError(f"opset {opset} is not supported: choose {MIN_OPSET}..{MAX_OPSET}")
+    spec = built.spec
+    module = built.module.eval().to("cpu").to(memory_format=torch.contiguous_format)
+    with tempfile.TemporaryDirectory(prefix="fer-export-") as tmp:
+        raw = Path(tmp) / "model.onnx"
+        if spec.model == "cnn":
+            dummy = torch.zeros(1, spec.channels, *spec.image_size)
+            torch.onnx.export(module, (dummy,), str(raw), input_names=["pixel_values"], output_names=["logits"],
+                              dynamic_axes={"pixel_values": {0: "batch"}, "logits": {0: "batch"}},
+                              opset_version=opset, dynamo=False)
+        else:
+            _optimum_export(module.hf, Path(tmp), opset)
+        model = onnx.load(str(raw))
+    _check_io(model)
+    _inline_constant_identities(model)
+    write_metadata(model, spec)
+    save_model(model, out)
+    return out
+
+
+def _optimum_export(hf_model, folder: Path, opset: int) -> None:
+    from optimum.exporters.onnx import main_export
+
+    source = folder / "hf"
+    hf_model.save_pretrained(str(source), safe_serialization=True)
+    main_export(str(source), output=str(folder), task="image-classification", opset=opset, device="cpu",
+                do_validation=False)
+    shutil.rmtree(source, ignore_errors=True)
+
+
+def _inline_constant_identities(model: onnx.ModelProto) -> None:
+    """The TorchScript exporter shares equal weights through Identity nodes; quantizers expect each
+    Conv/Gemm weight to be an initializer, so give every such output its own initializer."""
+    initializers = {i.name: i for i in model.graph.initializer}
+    for node in list(model.graph.node):
+        if node.op_type == "Identity" and node.input[0] in initializers:
+            copy = onnx.TensorProto()
+            copy.CopyFrom(initializers[node.input[0]])
+            copy.name = node.output[0]
+            model.graph.initializer.append(copy)
+            model.graph.node.remove(node)
+
+
+def _check_io(model: onnx.ModelProto) -> None:
+    inputs = [i.name for i in model.graph.input]
+    outputs = [o.name for o in model.graph.output]
+    if inputs[:1] != ["pixel_values"] or outputs[:1] != ["logits"]:
+        raise FerError(f"exported graph has inputs {inputs} and outputs {outputs}, expected pixel_values -> logits")

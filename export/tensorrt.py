@@ -1,0 +1,214 @@
+"""TensorRT engines from the exported ONNX file: fp16, or int8 calibrated (entropy calibrator) on the same
+FER2013 Training faces as the ONNX int8 model, with the calibration cache saved and reused.
+
+Written against the documented Python API of TensorRT 8.6 and 10.x (JetPack 6 ships 8.6 and 10.3).
+``tensorrt`` is imported only here, inside the builder: it comes with JetPack on a Jetson and with
+NVIDIA's containers on servers, and cannot be installed from PyPI alone. Engines are specific to the GPU
+and TensorRT version that built them, so the file is named by its build parameters and the GPU
+(``cnn_b1-32_int8_sm87.engine``) and carries the ``fer`` metadata beside it (``.engine.json``).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fer_engine.errors import FerError
+from fer_engine.runtime.preprocess import faces_to_pixel_values
+
+
+@dataclass(frozen=True)
+class EngineRequest:
+    onnx_path: Path
+    out_dir: Path
+    precision: str  # "fp16" | "int8"
+    max_batch: int = 32
+    opt_batch: int | None = None
+    workspace_mb: int = 1024
+    dla_core: int | None = None
+
+    def shapes(self, spec) -> dict[str, tuple[int, ...]]:
+        chw = (spec.channels, *spec.image_size)
+        opt = self.opt_batch or max(1, min(8, self.max_batch))
+        return {"min": (1, *chw), "opt": (opt, *chw), "max": (self.max_batch, *chw)}
+
+    def engine_name(self, spec, sm: str) -> str:
+        dla = f"_dla{self.dla_core}" if self.dla_core is not None else ""
+        return f"{spec.model}_b1-{self.max_batch}_{self.precision}{dla}_sm{sm}.engine"
+
+
+def trtexec_command(request: EngineRequest, spec, engine_path: Path, calibration_cache: Path | None = None) -> str:
+    """The equivalent ``trtexec`` call, for users who build engines with NVIDIA's CLI."""
+    shapes = request.shapes(spec)
+    fmt = lambda s: "pixel_values:" + "x".join(map(str, s))  # noqa: E731
+    parts = ["trtexec", f"--onnx={request.onnx_path}", f"--saveEngine={engine_path}",
+             f"--minShapes={fmt(shapes['min'])}", f"--optShapes={fmt(shapes['opt'])}", f"--maxShapes={fmt(shapes['max'])}",
+             f"--memPoolSize=workspace:{request.workspace_mb}M", "--fp16"]
+    if request.precision == "int8":
+        parts.append("--int8")
+        if calibration_cache:
+            parts.append(f"--calib={calibration_cache}")
+    if request.dla_core is not None:
+        parts += [f"--useDLACore={request.dla_core}", "--allowGPUFallback"]
+    return " ".join(parts)
+
+
+def import_tensorrt():
+    try:
+        import tensorrt as trt
+    except ImportError as exc:
+        raise FerError(
+            "TensorRT is not installed in this Python. It comes with JetPack on a Jetson (python3-libnvinfer) and "
+            "in NVIDIA's TensorRT containers; PyPI's 'tensorrt' only works where NVIDIA's own index is reachable. "
+            "Build the engine where TensorRT is, with fer-export --tensorrt or the trtexec command printed above."
+        ) from exc
+    return trt
+
+
+def gpu_compute_capability() -> str:
+    """e.g. '87' for a Jetson Orin, '90' for an H100."""
+    try:
+        from cuda.bindings import runtime as cudart  # cuda-python >= 12.6
+    except ImportError:
+        try:
+            from cuda import cudart  # older cuda-python
+        except ImportError:
+            cudart = None
+    if cudart is not None:
+        err, props = cudart.cudaGetDeviceProperties(0)
+        if int(err) == 0:
+            return f"{props.major}{props.minor}"
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=compute_cap", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=10, check=True).stdout.split()
+        return out[0].replace(".", "")
+    except (OSError, subprocess.SubprocessError, IndexError):
+        pass
+    try:  # Jetson boards have no nvidia-smi; pycuda is common there
+        import pycuda.autoinit  # noqa: F401
+        import pycuda.driver as cuda
+
+        major, minor = cuda.Device(0).compute_capability()
+        return f"{major}{minor}"
+    except ImportError:
+        raise FerError("cannot tell the GPU's compute capability: install cuda-python or pycuda") from None
+
+
+class _DeviceBuffer:
+    """One device allocation for calibration batches, through cuda-python or pycuda."""
+
+    def __init__(self, nbytes: int):
+        try:
+            try:
+                from cuda.bindings import runtime as cudart
+            except ImportError:
+                from cuda import cudart
+            self._cudart = cudart
+            err, self.ptr = cudart.cudaMalloc(nbytes)
+            if int(err) != 0:
+                raise FerError(f"cudaMalloc of {nbytes} bytes failed: {err}")
+        except ImportError:
+            try:
+                import pycuda.autoinit  # noqa: F401
+                import pycuda.driver as cuda
+            except ImportError:
+                raise FerError("int8 calibration needs cuda-python or pycuda to copy faces to the GPU") from None
+            self._cudart, self._pycuda = None, cuda
+            self._alloc = cuda.mem_alloc(nbytes)
+            self.ptr = int(self._alloc)
+
+    def upload(self, host: np.ndarray) -> int:
+        host = np.ascontiguousarray(host, np.float32)
+        if self._cudart is not None:
+            kind = self._cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
+            self._cudart.cudaMemcpy(self.ptr, host.ctypes.data, host.nbytes, kind)
+        else:
+            self._pycuda.memcpy_htod(self._alloc, host)
+        return int(self.ptr)
+
+
+def _make_calibrator(trt, faces: np.ndarray, spec, batch_size: int, cache_file: Path):
+    class EntropyCalibrator(trt.IInt8EntropyCalibrator2):
+        def __init__(self):
+            trt.IInt8EntropyCalibrator2.__init__(self)
+            self.batches = [faces_to_pixel_values(faces[i:i + batch_size], spec)
+                            for i in range(0, len(faces) - batch_size + 1, batch_size)]
+            self.buffer = _DeviceBuffer(self.batches[0].nbytes) if self.batches else None
+            self.index = 0
+
+        def get_batch_size(self):
+            return batch_size
+
+        def get_batch(self, names):
+            if self.index >= len(self.batches):
+                return None
+            self.index += 1
+            return [self.buffer.upload(self.batches[self.index - 1])]
+
+        def read_calibration_cache(self):
+            return cache_file.read_bytes() if cache_file.is_file() else None
+
+        def write_calibration_cache(self, cache):
+            cache_file.write_bytes(bytes(cache))
+
+    return EntropyCalibrator()
+
+
+def build_engine(request: EngineRequest, spec, calibration: np.ndarray | None = None, log=print) -> Path:
+    """Build (or reuse) the engine for ``request``; returns its path."""
+    trt = import_tensorrt()
+    sm = gpu_compute_capability()
+    request.out_dir.mkdir(parents=True, exist_ok=True)
+    engine_path = request.out_dir / request.engine_name(spec, sm)
+    meta_path = engine_path.with_name(engine_path.name + ".json")
+    if engine_path.is_file() and meta_path.is_file():
+        built = json.loads(meta_path.read_text()).get("build", {})
+        if built.get("tensorrt") == trt.__version__ and built.get("onnx_mtime") == request.onnx_path.stat().st_mtime_ns:
+            log(f"engine up to date: {engine_path}")
+            return engine_path
+    cache_file = request.out_dir / f"{spec.model}_int8_calibration.cache"
+
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    major = int(trt.__version__.split(".")[0])
+    flags = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH) if major < 10 else 0
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse(request.onnx_path.read_bytes()):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise FerError(f"TensorRT cannot parse {request.onnx_path}: {errors}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, request.workspace_mb << 20)
+    profile = builder.create_optimization_profile()
+    shapes = request.shapes(spec)
+    profile.set_shape("pixel_values", shapes["min"], shapes["opt"], shapes["max"])
+    config.add_optimization_profile(profile)
+    config.set_flag(trt.BuilderFlag.FP16)  # int8 engines keep fp16 for the layers left unquantized
+    if request.precision == "int8":
+        if calibration is None and not cache_file.is_file():
+            raise FerError("an int8 engine needs calibration faces: pass --calibration-data")
+        config.set_flag(trt.BuilderFlag.INT8)
+        faces = calibration if calibration is not None else np.zeros((0, 48, 48), np.uint8)
+        config.int8_calibrator = _make_calibrator(trt, faces, spec, min(32, request.max_batch), cache_file)
+        config.set_calibration_profile(profile)
+    if request.dla_core is not None:
+        config.default_device_type = trt.DeviceType.DLA
+        config.DLA_core = request.dla_core
+        config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
+    log(f"building {engine_path.name} with TensorRT {trt.__version__} (minutes on a Jetson)")
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise FerError("TensorRT failed to build the engine (see its log above)")
+    tmp = engine_path.with_name(engine_path.name + ".partial")
+    tmp.write_bytes(bytes(serialized))
+    tmp.replace(engine_path)
+    meta = spec.to_metadata() | {"precision": request.precision}
+    meta["build"] = {"tensorrt": trt.__version__, "sm": sm, "max_batch": request.max_batch, "shapes": shapes,
+                     "dla_core": request.dla_core, "onnx": str(request.onnx_path),
+                     "onnx_mtime": request.onnx_path.stat().st_mtime_ns}
+    meta_path.write_text(json.dumps(meta, indent=2))
+    return engine_path

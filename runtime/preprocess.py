@@ -1,0 +1,25 @@
+"""The DESIGN.md input contract in numpy/OpenCV: gray face crops → ``pixel_values`` for a model's spec.
+
+torch-free: this is what runs on a Jetson. ``fer_engine.train.preprocess`` is the same contract in torch.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from fer_engine.spec import ModelSpec
+
+
+def faces_to_pixel_values(faces: np.ndarray | list, spec: ModelSpec) -> np.ndarray:
+    """uint8 gray faces ([N, h, w] array, or a list of 2-D crops of any size) → float32 [N, C, H, W]."""
+    height, width = spec.image_size
+    out = np.empty((len(faces), 1, height, width), np.float32)
+    for i, face in enumerate(faces):
+        if face.shape[:2] != (height, width):
+            shrinking = face.shape[0] > height
+            face = cv2.resize(face, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+        out[i, 0] = face
+    mean = np.asarray(spec.mean, np.float32).reshape(1, -1, 1, 1)
+    scale = (255.0 * np.asarray(spec.std, np.float32)).reshape(1, -1, 1, 1)
+    return (np.repeat(out, spec.channels, axis=1) - 255.0 * mean) / scale
