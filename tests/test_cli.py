@@ -114,3 +114,24 @@ def test_committed_checkpoint_matches_its_recorded_publictest_accuracy(tmp_path)
                           "--json", str(out), "--device", "cpu"]) == 0
     recorded = json.loads((DEFAULT_CHECKPOINT / "metrics.json").read_text())["best"]["val_accuracy"]
     assert json.loads(out.read_text())["accuracy"] == pytest.approx(recorded, abs=0.005)
+
+
+def test_average_last_epochs(train_csv, tmp_path):
+    assert train(train_csv, tmp_path / "avg", "--epochs", "3", "--average-last", "2", "--no-test") == 0
+    assert sorted(p.name for p in (tmp_path / "avg" / "tail").iterdir()) == ["epoch_2.safetensors", "epoch_3.safetensors"]
+    metrics = json.loads((tmp_path / "avg" / "best" / "metrics.json").read_text())
+    averaging = metrics["averaging"]
+    assert averaging["epochs"] == [2, 3]
+    best_single = max(h["val_accuracy"] for h in metrics["history"])
+    assert metrics["best"]["val_accuracy"] == max(best_single, averaging["val_accuracy"])
+    assert averaging["chosen"] == (averaging["val_accuracy"] > best_single)
+
+
+def test_average_state_dicts_means_floats_and_keeps_counters():
+    from fer_engine.train.averaging import average_state_dicts
+
+    a = {"w": torch.tensor([1.0, 3.0]), "n": torch.tensor(5)}
+    b = {"w": torch.tensor([3.0, 5.0]), "n": torch.tensor(9)}
+    out = average_state_dicts([a, b])
+    torch.testing.assert_close(out["w"], torch.tensor([2.0, 4.0]))
+    assert int(out["n"]) == 9

@@ -37,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "convnextv2: the model's hub id); for cnn, a fer-engine checkpoint folder")
     p.add_argument("--from-config", nargs="?", const="full", metavar="full|tiny|JSON",
                    help="build an untrained model from its config: full size (default), tiny (tests) or a JSON file")
+    p.add_argument("--average-last", type=int, default=0, metavar="N",
+                   help="also try the average of the last N epochs' weights; kept if PublicTest prefers it")
     p.add_argument("--skip-bad-rows", action="store_true", help="skip malformed rows or images, counting them")
     p.add_argument("--no-test", action="store_true", help="do not evaluate PrivateTest after training")
     p.add_argument("--list-models", action="store_true", help="list the registered models and exit")
@@ -68,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
             optimizer=args.optimizer, warmup_epochs=args.warmup_epochs, seed=args.seed, workers=args.workers,
             amp=args.amp, device=args.device, threads=args.threads, limit=args.limit,
             pretrained=args.pretrained, from_config=args.from_config, skip_bad_rows=args.skip_bad_rows,
-            final_test=not args.no_test)
+            final_test=not args.no_test, average_last=args.average_last)
         trainer = Trainer(cfg, resume=args.resume)
         try:
             trainer.run()

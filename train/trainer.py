@@ -62,6 +62,7 @@ class TrainConfig:
     skip_bad_rows: bool = False
     final_test: bool = True
     eval_batch_size: int = 256
+    average_last: int = 0  # average the weights of the last N epochs; kept when PublicTest says it is better
 
     def fill_defaults(self) -> "TrainConfig":
         defaults = get_family(self.model).defaults
@@ -73,6 +74,8 @@ class TrainConfig:
             raise FerError(f"unknown optimizer '{self.optimizer}': choose sgd or adamw")
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
             raise FerError("--epochs, --batch-size and --lr must be positive")
+        if not 0 <= self.average_last <= self.epochs:
+            raise FerError(f"--average-last must be between 0 and --epochs ({self.epochs})")
         return self
 
 
@@ -208,6 +211,7 @@ class Trainer:
             state = torch.load(self.resume_dir / STATE_FILE, map_location="cpu", weights_only=False)
             saved = TrainConfig(**state["config"])
             saved.workers, saved.device, saved.threads = cfg.workers, cfg.device, cfg.threads
+            saved.average_last = cfg.average_last or saved.average_last
             cfg = saved
         self.cfg = cfg.fill_defaults()
         if cfg.threads:
@@ -343,6 +347,8 @@ class Trainer:
                     save_checkpoint(self.out / "best", self.built, self._metrics())
                 step = 0
                 self._save_last(epoch + 1, 0)
+                if epoch + 1 > cfg.epochs - cfg.average_last:
+                    self._save_tail(epoch + 1)
         except KeyboardInterrupt:
             self._save_last(epoch, step if step < steps else 0)
             self.log(f"\ninterrupted: state saved in {self.out / 'last'}; continue with "
@@ -350,10 +356,51 @@ class Trainer:
             raise
         return self.finish()
 
+    def _tail_file(self, epoch: int) -> Path:
+        return self.out / "tail" / f"epoch_{epoch}.safetensors"
+
+    def _save_tail(self, epoch: int) -> None:
+        from safetensors.torch import save_file
+
+        self._tail_file(epoch).parent.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.module.state_dict().items()},
+                  str(self._tail_file(epoch)))
+
+    def _average_tail(self) -> dict | None:
+        """Average the last epochs' weights; the average replaces ``best`` if PublicTest prefers it."""
+        import copy
+
+        from safetensors.torch import load_file
+
+        from .averaging import average_state_dicts, recompute_batchnorm
+
+        epochs = [e for e in range(self.cfg.epochs - self.cfg.average_last + 1, self.cfg.epochs + 1)
+                  if self._tail_file(e).is_file()]
+        if len(epochs) < 2:
+            return None
+        module = copy.deepcopy(self.module)
+        module.load_state_dict(average_state_dicts([load_file(str(self._tail_file(e))) for e in epochs]))
+        recompute_batchnorm(module, self.train_split.images, self.built.spec, self.device, self.cfg.eval_batch_size)
+        report, val_loss = evaluate_split(module, self.built.spec, self.val_split, self.device, self.cfg.eval_batch_size)
+        chosen = report.accuracy > self.best["val_accuracy"]
+        result = {"epochs": epochs, "val_accuracy": report.accuracy, "val_macro_f1": report.macro_f1,
+                  "val_loss": val_loss, "chosen": chosen}
+        self.log(f"average of epochs {epochs[0]}-{epochs[-1]}: PublicTest acc {report.accuracy * 100:.2f}% "
+                 f"macro-F1 {report.macro_f1 * 100:.2f}% ({'kept' if chosen else 'not better than'} best single epoch "
+                 f"{self.best['epoch']} at {self.best['val_accuracy'] * 100:.2f}%)")
+        if chosen:
+            self.best = {"epoch": f"average of {epochs[0]}-{epochs[-1]}", "val_accuracy": report.accuracy,
+                         "val_macro_f1": report.macro_f1, "val_loss": val_loss}
+            save_checkpoint(self.out / "best", BuiltModel(module, self.built.spec, self.built.arch), self._metrics())
+        return result
+
     def finish(self) -> dict:
         best_dir = self.out / "best"
+        averaging = self._average_tail() if self.cfg.average_last else None
         ckpt = load_checkpoint(best_dir)
         metrics = self._metrics()
+        if averaging:
+            metrics["averaging"] = averaging
         if self.cfg.final_test:
             module = ckpt.module.to(self.device)
             report, _ = evaluate_split(module, ckpt.spec, self.test_split, self.device, self.cfg.eval_batch_size)
