@@ -251,6 +251,12 @@ class Trainer:
             if "rng" in state:
                 torch.set_rng_state(state["rng"])  # dropout continues as in an uninterrupted run
             self.log(f"resuming {self.resume_dir} at epoch {self.start_epoch + 1}, step {self.start_step}")
+        invoked = "fer-train " + " ".join(sys.argv[1:]) if sys.argv and "fer-train" in sys.argv[0] else None
+        self.command, self.resumed_with = invoked, []
+        if state:
+            earlier = json.loads((self.resume_dir / "metrics.json").read_text()) if (self.resume_dir / "metrics.json").is_file() else {}
+            self.command = earlier.get("command")
+            self.resumed_with = earlier.get("resumed_with", []) + [invoked]
         self.params = count_parameters(self.module)
         self.macs = count_macs(self.module, self.built.spec)
 
@@ -265,7 +271,8 @@ class Trainer:
         return {
             "model": self.built.spec.model,
             "config": asdict(self.cfg),
-            "command": "fer-train " + " ".join(sys.argv[1:]) if sys.argv and "fer-train" in sys.argv[0] else None,
+            "command": self.command,
+            "resumed_with": self.resumed_with,
             "params": self.params,
             "macs_per_face": self.macs,
             "amp": str(self.amp).replace("torch.", "") if self.amp else "off",
