@@ -135,3 +135,33 @@ def test_average_state_dicts_means_floats_and_keeps_counters():
     out = average_state_dicts([a, b])
     torch.testing.assert_close(out["w"], torch.tensor([2.0, 4.0]))
     assert int(out["n"]) == 9
+
+
+def test_class_bias_fit_raises_macro_f1_and_folds_into_the_head():
+    from fer_engine.train.class_bias import fit_class_bias, fold_into_classifier
+    from fer_engine.train.models import create_model
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, size=600)
+    log_probs = np.log(np.full((600, 3), 0.1)) + rng.normal(0, 0.3, size=(600, 3))
+    log_probs[np.arange(600), labels] += 0.4
+    log_probs[:, 2] -= 0.8  # class 2 under-predicted, as disgust is
+    f1 = lambda b: __import__("fer_engine.train.metrics", fromlist=["Report"]).Report.from_predictions(
+        labels, (log_probs + b).argmax(1), "abc").macro_f1
+    bias = fit_class_bias(log_probs, labels, max_accuracy_drop=1.0)
+    assert f1(bias) > f1(np.zeros(3)) + 0.05
+    built = create_model("cnn", from_config="tiny")
+    x = torch.randn(2, 1, 48, 48)
+    built.module.eval()
+    with torch.no_grad():
+        before = built.module(x)
+        fold_into_classifier(built.module, np.arange(7, dtype=np.float32))
+        torch.testing.assert_close(built.module(x) - before, torch.arange(7.0).expand(2, 7))
+
+
+def test_tune_bias_flag_records_its_choice(train_csv, tmp_path):
+    assert train(train_csv, tmp_path / "b", "--tune-bias", "--no-test") == 0
+    metrics = json.loads((tmp_path / "b" / "best" / "metrics.json").read_text())
+    assert set(metrics["class_bias"]["bias"]) == {"angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"}
+    kept = metrics["class_bias"]["chosen"]
+    assert metrics["best"]["val_macro_f1"] == pytest.approx(metrics["class_bias"]["after" if kept else "before"]["val_macro_f1"])

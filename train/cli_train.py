@@ -39,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="build an untrained model from its config: full size (default), tiny (tests) or a JSON file")
     p.add_argument("--average-last", type=int, default=0, metavar="N",
                    help="also try the average of the last N epochs' weights; kept if PublicTest prefers it")
+    p.add_argument("--tune-bias", action="store_true",
+                   help="after training, fit a per-class logit bias on PublicTest for macro-F1 (kept if it gains)")
     p.add_argument("--skip-bad-rows", action="store_true", help="skip malformed rows or images, counting them")
     p.add_argument("--no-test", action="store_true", help="do not evaluate PrivateTest after training")
     p.add_argument("--list-models", action="store_true", help="list the registered models and exit")
@@ -70,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
             optimizer=args.optimizer, warmup_epochs=args.warmup_epochs, seed=args.seed, workers=args.workers,
             amp=args.amp, device=args.device, threads=args.threads, limit=args.limit,
             pretrained=args.pretrained, from_config=args.from_config, skip_bad_rows=args.skip_bad_rows,
-            final_test=not args.no_test, average_last=args.average_last)
+            final_test=not args.no_test, average_last=args.average_last,
+            tune_bias=args.tune_bias)
         trainer = Trainer(cfg, resume=args.resume)
         try:
             trainer.run()
