@@ -1,0 +1,59 @@
+"""runtime/ is what goes on a Jetson: it must work where torch, transformers and optimum cannot be imported."""
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+
+from conftest import REPO
+
+BLOCKER = textwrap.dedent("""
+    import sys
+    class Block:
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in ("torch", "transformers", "optimum", "torchvision"):
+                raise ImportError(f"{name} is blocked: the runtime must stay torch-free")
+    sys.meta_path.insert(0, Block())
+""")
+
+
+def test_runtime_runs_an_onnx_model_without_torch(tmp_path):
+    from fer_engine.export.onnx_export import export_fp32
+    from fer_engine.train.models import create_model
+
+    model = export_fp32(create_model("cnn", from_config="tiny"), tmp_path / "cnn.onnx", 17)
+    script = BLOCKER + textwrap.dedent(f"""
+        import numpy as np
+        from fer_engine.runtime.onnx_model import OnnxClassifier
+        classifier = OnnxClassifier({str(model)!r})
+        faces = [np.full((60, 50), 128, np.uint8), np.zeros((48, 48), np.uint8)]
+        probs = classifier.predict_probs(faces)
+        assert probs.shape == (2, 7) and abs(probs.sum() - 2) < 1e-4, probs
+        assert "torch" not in sys.modules
+        print("ok")
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+
+
+def test_numpy_and_torch_preprocessing_agree():
+    import dataclasses
+
+    import cv2
+
+    from fer_engine.runtime.preprocess import faces_to_pixel_values
+    from fer_engine.train.models import create_model
+    from fer_engine.train.preprocess import faces_to_tensor, to_pixel_values
+
+    rng = np.random.default_rng(0)
+    faces = np.stack([cv2.GaussianBlur(rng.integers(0, 256, (48, 48)).astype(np.uint8), (0, 0), 3) for _ in range(4)])
+    cnn = create_model("cnn", from_config="tiny").spec
+    vit = create_model("vit", from_config="tiny").spec
+    for spec, tolerance in [(cnn, 1e-5), (vit, 0.02), (dataclasses.replace(vit, image_size=(224, 224)), 0.02)]:
+        expected = to_pixel_values(faces_to_tensor(faces), spec).numpy()
+        got = faces_to_pixel_values(faces, spec)
+        assert got.shape == expected.shape
+        # Identical at the model's own size; resizing (down for 32, up for 224) differs only in interpolation.
+        assert np.abs(got - expected).max() < tolerance, spec.image_size
