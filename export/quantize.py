@@ -4,9 +4,10 @@
 Which mode is faster depends on the architecture: convolutions run on VNNI/AMX int8 kernels only when
 their activations are quantized ahead of time (static), while dynamic quantization turns them into slow
 ``ConvInteger`` ops; transformers' MatMuls gain most from dynamic quantization. ``AUTO_MODE`` holds the
-faster mode per architecture, measured on this project's CPU (batch 1, 2 threads; see README):
-ViT-base fp32 109 ms, dynamic 36 ms, static 47 ms; ConvNeXt-tiny fp32 36.5 ms, dynamic 107 ms, static
-25.7 ms; ConvNeXt-V2-tiny fp32 44.6 ms, dynamic 117 ms, static 38.6 ms; cnn: see ``AUTO_MODE``'s note.
+faster mode per architecture, measured on this project's CPU (2-core Sapphire Rapids, batch 1,
+2 threads, full-size architectures; fp32 / static QDQ / dynamic, p50): ViT-B/16 158 / 67 / 51 ms (dynamic);
+ConvNeXt-T 75 / 39 / 190 ms (static); ConvNeXt-V2-T-384 225 / 177 / 472 ms (static); cnn at batch 64:
+42 / 16 / 456 ms (static; see benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -77,9 +78,13 @@ def quantize_static_qdq(fp32_path: Path, out: Path, spec, faces: np.ndarray, met
         # shape inference is enough for quantization.
         quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=spec.model == "convnextv2")
         raw = Path(tmp) / "int8.onnx"
-        quantize_static(str(prepared), str(raw), _FaceReader(faces, spec), quant_format=QuantFormat.QDQ,
+        batch = 32 if max(spec.image_size) <= 64 else 4  # activations of 224/384 inputs are large
+        quantize_static(str(prepared), str(raw), _FaceReader(faces, spec, batch), quant_format=QuantFormat.QDQ,
                         per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=calibrate, extra_options={"CalibTensorRangeSymmetric": False})
+                        calibrate_method=calibrate,
+                        # MinMax keeps every activation of every batch until the end unless told to merge
+                        # as it goes: ConvNeXt-V2 at 384x384 went past 24 GB on 100 faces without this.
+                        extra_options={"CalibTensorRangeSymmetric": False, "CalibMaxIntermediateOutputs": 2})
         return _finish(raw, out, spec, "static")
 
 
