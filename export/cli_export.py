@@ -53,7 +53,7 @@ def _load_source(args):
         return create_model(args.model, pretrained=args.pretrained, from_config=args.from_config)
     checkpoint = args.checkpoint or DEFAULT_CHECKPOINTS.get(args.model)
     if checkpoint is None:
-        raise FerError(f"say what to export: --checkpoint DIR (from fer-train), --pretrained ID_OR_DIR or --from-config")
+        raise FerError("say what to export: --checkpoint DIR (from fer-train), --pretrained ID_OR_DIR or --from-config")
     ckpt = load_checkpoint(checkpoint, expect_model=args.model)
     return BuiltModel(ckpt.module, ckpt.spec, ckpt.arch)
 

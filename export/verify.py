@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 
 from fer_engine.runtime.onnx_model import OnnxClassifier
-from fer_engine.runtime.preprocess import faces_to_pixel_values
 
 THRESHOLDS = {"fp32": {"max_abs_diff": 1e-3, "agreement": 0.999},
               "fp16": {"agreement": 0.995},
@@ -94,6 +93,3 @@ def format_table(rows: list[VerifyRow]) -> str:
                      f"{r.agreement * 100:.2f}% | {acc} | {ref} | {verdict} |")
     return "\n".join(lines)
 
-
-__all__ = ["THRESHOLDS", "VerifyRow", "faces_to_pixel_values", "format_table", "torch_logits", "verification_faces",
-           "verify_file"]
