@@ -91,6 +91,11 @@ def create_model(name: str, pretrained: str | None = None, from_config: str | No
     return get_family(name).create(pretrained=pretrained, from_config=from_config)
 
 
+def cpu_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
+    """Weights as contiguous CPU tensors, as safetensors wants them (training may use channels_last)."""
+    return {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+
+
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
@@ -162,8 +167,7 @@ class CNNFamily(ModelFamily):
         from safetensors.torch import save_file
 
         (folder / "config.json").write_text(json.dumps(config, indent=2))
-        state = {k: v.detach().contiguous().cpu() for k, v in built.module.state_dict().items()}
-        save_file(state, str(folder / "model.safetensors"))
+        save_file(cpu_state_dict(built.module), str(folder / "model.safetensors"))
 
     def load(self, folder, spec, arch) -> nn.Module:
         from safetensors.torch import load_file

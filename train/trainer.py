@@ -32,7 +32,7 @@ from .checkpoint import load_checkpoint, read_checkpoint_config, save_checkpoint
 from .data import FerSplit, load_fer2013
 from .evaluate import predict_probs
 from .metrics import Report
-from .models import BuiltModel, count_macs, count_parameters, create_model, get_family
+from .models import BuiltModel, count_macs, count_parameters, cpu_state_dict, create_model, get_family
 from .plots import plot_training_curve
 from .preprocess import faces_to_tensor, to_pixel_values
 
@@ -194,10 +194,14 @@ def _progress(total: int, desc: str):
                 mininterval=0.5 if interactive else 60, file=sys.stderr)
 
 
-def evaluate_split(module, spec, split: FerSplit, device, batch_size: int) -> tuple[Report, float]:
+def split_probs(module, spec, split: FerSplit, device, batch_size: int) -> np.ndarray:
+    """Probabilities for a split's faces, columns in the canonical label order."""
     probs = predict_probs(module, spec, split.images, device=str(device), batch_size=batch_size)
-    order = spec.label_index(LABELS)
-    probs = probs[:, order]
+    return probs[:, spec.label_index(LABELS)]
+
+
+def evaluate_split(module, spec, split: FerSplit, device, batch_size: int) -> tuple[Report, float]:
+    probs = split_probs(module, spec, split, device, batch_size)
     loss = float(-np.log(np.clip(probs[np.arange(len(split)), split.labels], 1e-12, None)).mean())
     return Report.from_predictions(split.labels, probs.argmax(1), LABELS), loss
 
@@ -372,8 +376,7 @@ class Trainer:
         from safetensors.torch import save_file
 
         self._tail_file(epoch).parent.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.detach().cpu().contiguous() for k, v in self.module.state_dict().items()},
-                  str(self._tail_file(epoch)))
+        save_file(cpu_state_dict(self.module), str(self._tail_file(epoch)))
 
     def _average_tail(self) -> dict | None:
         """Average the last epochs' weights; the average replaces ``best`` if PublicTest prefers it."""
@@ -409,8 +412,7 @@ class Trainer:
 
         ckpt = load_checkpoint(self.out / "best")
         module = ckpt.module.to(self.device)
-        probs = predict_probs(module, ckpt.spec, self.val_split.images, device=str(self.device),
-                              batch_size=self.cfg.eval_batch_size)[:, ckpt.spec.label_index(LABELS)]
+        probs = split_probs(module, ckpt.spec, self.val_split, self.device, self.cfg.eval_batch_size)
         log_probs = np.log(np.clip(probs, 1e-12, None))
         before = Report.from_predictions(self.val_split.labels, log_probs.argmax(1), LABELS)
         bias = fit_class_bias(log_probs, self.val_split.labels)
