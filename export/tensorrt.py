@@ -11,13 +11,13 @@ and TensorRT version that built them, so the file is named by its build paramete
 from __future__ import annotations
 
 import json
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from fer_engine.errors import FerError
+from fer_engine.runtime.cuda import DeviceBuffer, gpu_compute_capability, import_tensorrt
 from fer_engine.runtime.preprocess import faces_to_pixel_values
 
 
@@ -57,87 +57,13 @@ def trtexec_command(request: EngineRequest, spec, engine_path: Path, calibration
     return " ".join(parts)
 
 
-def import_tensorrt():
-    try:
-        import tensorrt as trt
-    except ImportError as exc:
-        raise FerError(
-            "TensorRT is not installed in this Python. It comes with JetPack on a Jetson (python3-libnvinfer) and "
-            "in NVIDIA's TensorRT containers; PyPI's 'tensorrt' only works where NVIDIA's own index is reachable. "
-            "Build the engine where TensorRT is, with fer-export --tensorrt or the trtexec command printed above."
-        ) from exc
-    return trt
-
-
-def gpu_compute_capability() -> str:
-    """e.g. '87' for a Jetson Orin, '90' for an H100."""
-    try:
-        from cuda.bindings import runtime as cudart  # cuda-python >= 12.6
-    except ImportError:
-        try:
-            from cuda import cudart  # older cuda-python
-        except ImportError:
-            cudart = None
-    if cudart is not None:
-        err, props = cudart.cudaGetDeviceProperties(0)
-        if int(err) == 0:
-            return f"{props.major}{props.minor}"
-    try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=compute_cap", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=10, check=True).stdout.split()
-        return out[0].replace(".", "")
-    except (OSError, subprocess.SubprocessError, IndexError):
-        pass
-    try:  # Jetson boards have no nvidia-smi; pycuda is common there
-        import pycuda.autoinit  # noqa: F401
-        import pycuda.driver as cuda
-
-        major, minor = cuda.Device(0).compute_capability()
-        return f"{major}{minor}"
-    except ImportError:
-        raise FerError("cannot tell the GPU's compute capability: install cuda-python or pycuda") from None
-
-
-class _DeviceBuffer:
-    """One device allocation for calibration batches, through cuda-python or pycuda."""
-
-    def __init__(self, nbytes: int):
-        try:
-            try:
-                from cuda.bindings import runtime as cudart
-            except ImportError:
-                from cuda import cudart
-            self._cudart = cudart
-            err, self.ptr = cudart.cudaMalloc(nbytes)
-            if int(err) != 0:
-                raise FerError(f"cudaMalloc of {nbytes} bytes failed: {err}")
-        except ImportError:
-            try:
-                import pycuda.autoinit  # noqa: F401
-                import pycuda.driver as cuda
-            except ImportError:
-                raise FerError("int8 calibration needs cuda-python or pycuda to copy faces to the GPU") from None
-            self._cudart, self._pycuda = None, cuda
-            self._alloc = cuda.mem_alloc(nbytes)
-            self.ptr = int(self._alloc)
-
-    def upload(self, host: np.ndarray) -> int:
-        host = np.ascontiguousarray(host, np.float32)
-        if self._cudart is not None:
-            kind = self._cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
-            self._cudart.cudaMemcpy(self.ptr, host.ctypes.data, host.nbytes, kind)
-        else:
-            self._pycuda.memcpy_htod(self._alloc, host)
-        return int(self.ptr)
-
-
 def _make_calibrator(trt, faces: np.ndarray, spec, batch_size: int, cache_file: Path):
     class EntropyCalibrator(trt.IInt8EntropyCalibrator2):
         def __init__(self):
             trt.IInt8EntropyCalibrator2.__init__(self)
             self.batches = [faces_to_pixel_values(faces[i:i + batch_size], spec)
                             for i in range(0, len(faces) - batch_size + 1, batch_size)]
-            self.buffer = _DeviceBuffer(self.batches[0].nbytes) if self.batches else None
+            self.buffer = DeviceBuffer(self.batches[0].nbytes) if self.batches else None
             self.index = 0
 
         def get_batch_size(self):

@@ -6,6 +6,7 @@ torch-free (numpy, OpenCV, onnxruntime): what the runtime and ``fer-eval`` use f
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -14,9 +15,15 @@ import numpy as np
 from fer_engine.errors import FerError
 from fer_engine.spec import ModelSpec
 
-from .preprocess import faces_to_pixel_values
+from .preprocess import faces_to_pixel_values, softmax
 
 METADATA_KEY = "fer"
+# Fastest first: onnxruntime tries them in this order and uses the first that can run each node.
+PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+PROVIDER_ALIASES = {"tensorrt": "TensorrtExecutionProvider", "trt": "TensorrtExecutionProvider",
+                    "cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
+
+log = logging.getLogger("fer_engine.runtime")
 
 
 def read_spec(session) -> ModelSpec:
@@ -35,6 +42,22 @@ def available_providers() -> list[str]:
     return ort.get_available_providers()
 
 
+def choose_providers(requested: list[str] | None = None) -> list[str]:
+    """``requested`` (short names like 'cuda' or full provider names) checked against what this
+    onnxruntime has; by default every available one of TensorRT > CUDA > CPU."""
+    available = available_providers()
+    if not requested:
+        return [p for p in PREFERRED_PROVIDERS if p in available] or available
+    chosen = []
+    for name in requested:
+        full = PROVIDER_ALIASES.get(name.strip().lower(), name.strip())
+        if full not in available:
+            raise FerError(f"execution provider '{name}' is not available in this onnxruntime "
+                           f"(available: {', '.join(available)}); for CUDA/TensorRT install fer-engine[gpu]")
+        chosen.append(full)
+    return chosen
+
+
 class OnnxClassifier:
     """An exported classifier: ``predict_logits(pixel_values)`` and ``predict_probs(faces)``."""
 
@@ -48,13 +71,20 @@ class OnnxClassifier:
         if threads:
             options.intra_op_num_threads = threads
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        requested = choose_providers(providers)
         try:
-            self.session = ort.InferenceSession(str(self.path), options, providers=providers or ["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(str(self.path), options, providers=requested)
         except Exception as exc:  # onnxruntime raises its own exception types for a bad file
-            raise FerError(f"onnxruntime cannot load {self.path}: {exc}") from exc
+            raise FerError(f"onnxruntime cannot load {self.path} (is it an ONNX model from fer-export?): "
+                           f"{str(exc).strip().splitlines()[0]}") from exc
         self.spec = read_spec(self.session)
         self.input_name = self.session.get_inputs()[0].name
         self.providers = self.session.get_providers()
+        missing = [p for p in requested if p not in self.providers]
+        if missing:
+            # onnxruntime-gpu silently drops CUDA/TensorRT when their libraries are missing.
+            log.warning("onnxruntime could not start %s (CUDA/cuDNN/TensorRT libraries missing?): running on %s",
+                        ", ".join(missing), self.providers[0])
         self.description = f"{self.spec.model} {self.spec.precision} ONNX {self.path} ({self.providers[0]})"
 
     def predict_logits(self, pixel_values: np.ndarray) -> np.ndarray:
@@ -64,13 +94,9 @@ class OnnxClassifier:
         chunks = []
         for start in range(0, len(faces), batch_size):
             x = faces_to_pixel_values(faces[start:start + batch_size], self.spec)
-            probs = _softmax(self.predict_logits(x))
+            probs = softmax(self.predict_logits(x))
             if tta:
-                probs = (probs + _softmax(self.predict_logits(np.ascontiguousarray(x[..., ::-1])))) / 2
+                probs = (probs + softmax(self.predict_logits(np.ascontiguousarray(x[..., ::-1])))) / 2
             chunks.append(probs)
         return np.concatenate(chunks) if chunks else np.zeros((0, len(self.spec.labels)), np.float32)
 
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return shifted / shifted.sum(axis=1, keepdims=True)

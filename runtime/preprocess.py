@@ -23,3 +23,8 @@ def faces_to_pixel_values(faces: np.ndarray | list, spec: ModelSpec) -> np.ndarr
     mean = np.asarray(spec.mean, np.float32).reshape(1, -1, 1, 1)
     scale = (255.0 * np.asarray(spec.std, np.float32)).reshape(1, -1, 1, 1)
     return (np.repeat(out, spec.channels, axis=1) - 255.0 * mean) / scale
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)

@@ -11,8 +11,10 @@ from fer_engine.spec import LABELS, SPLITS
 REPO = Path(__file__).resolve().parents[1]
 FER2013 = Path(os.environ.get("FER2013_CSV", REPO.parent / "shared" / "data" / "fer2013" / "fer2013.csv.gz"))
 DEFAULT_CHECKPOINT = REPO / "checkpoints" / "cnn"
+YUNET = REPO.parent / "shared" / "models" / "yunet" / "yunet_s_640_640.onnx"
 
 needs_fer2013 = pytest.mark.skipif(not FER2013.is_file(), reason=f"FER2013 not found at {FER2013} (set FER2013_CSV)")
+needs_yunet = pytest.mark.skipif(not YUNET.is_file(), reason=f"YuNet model not found at {YUNET}")
 
 
 @pytest.fixture(autouse=True)
@@ -20,6 +22,8 @@ def private_cache(tmp_path_factory, monkeypatch):
     """Every test parses into its own cache folder, so no test sees another's cache."""
     monkeypatch.setenv("FER_ENGINE_CACHE", str(tmp_path_factory.mktemp("cache")))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    if YUNET.is_file():
+        monkeypatch.setenv("FER_ENGINE_YUNET", str(YUNET))
 
 
 def make_faces(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -57,3 +57,22 @@ def test_numpy_and_torch_preprocessing_agree():
         assert got.shape == expected.shape
         # Identical at the model's own size; resizing (down for 32, up for 224) differs only in interpolation.
         assert np.abs(got - expected).max() < tolerance, spec.image_size
+
+
+def test_fer_run_runs_without_torch(tmp_path):
+    from fer_engine.benchmarks.face_video import drawn_faces, make_face_video
+
+    video = tmp_path / "drawn.mp4"
+    make_face_video(video, drawn_faces(4), np.arange(4), frames=6, faces_per_frame=2)
+    out = tmp_path / "out.jsonl"
+    script = BLOCKER + textwrap.dedent(f"""
+        from fer_engine.runtime.cli_run import main
+        code = main(["--video", {str(video)!r}, "--json", {str(out)!r}, "--output", {str(tmp_path / "o.mp4")!r},
+                     "--no-display", "-q"])
+        assert "torch" not in sys.modules and "transformers" not in sys.modules
+        print("exit", code)
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "exit 0"
+    assert len(out.read_text().splitlines()) == 6

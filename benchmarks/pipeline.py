@@ -1,0 +1,205 @@
+"""End-to-end speed of the fer-run pipeline on a video, against baselines measured in the same run.
+
+Rows: decode only (the ceiling), a seed-style serial loop (Haar with the seed's settings, then one
+classifier call per face), and the pipeline in its main configurations. With FER2013 at hand the video
+is generated from PublicTest faces pasted at known places, so each row also reports how many of the
+pasted faces were found (recall) and how many of those got their FER2013 label (accuracy).
+
+    python -m fer_engine.benchmarks.pipeline --data ../shared/data/fer2013/fer2013.csv.gz
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from fer_engine.runtime import DetectorConfig, Pipeline, PipelineConfig, Recognizer, RecognizerConfig, SourceSpec
+from fer_engine.runtime.crops import crop_face, to_gray
+from fer_engine.runtime.preprocess import faces_to_pixel_values
+from fer_engine.runtime.writers import JsonlWriter, VideoWriter
+
+from .face_video import drawn_faces, make_face_video
+
+
+@dataclass
+class Row:
+    name: str
+    fps: float
+    frames: int
+    recall: float | None = None
+    accuracy: float | None = None
+    latency_ms: dict = field(default_factory=dict)
+    note: str = ""
+
+    def to_dict(self) -> dict:
+        return self.__dict__.copy()
+
+
+def decode_only(video: Path) -> Row:
+    capture = cv2.VideoCapture(str(video))
+    frames, started = 0, time.perf_counter()
+    while capture.read()[0]:
+        frames += 1
+    return Row("decode only", frames / (time.perf_counter() - started), frames)
+
+
+def seed_loop(video: Path, recognizer: Recognizer) -> tuple[Row, list[list[dict]]]:
+    """The seed project's demo without its display wait: Haar (scaleFactor 1.3, minNeighbors 5) on the full
+    frame, then one classifier call per face."""
+    cascade = cv2.CascadeClassifier(str(Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"))
+    capture = cv2.VideoCapture(str(video))
+    spec, labels = recognizer.spec, recognizer.spec.labels
+    records, started = [], time.perf_counter()
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        gray = to_gray(frame)
+        faces = []
+        for x, y, w, h in cascade.detectMultiScale(gray, 1.3, 5):
+            crop = crop_face(gray, (x, y, w, h), spec.image_size)
+            logits = recognizer.classifier.predict_logits(faces_to_pixel_values(crop[None], spec))[0]
+            faces.append({"box": [int(x), int(y), int(w), int(h)], "label": labels[int(np.argmax(logits))]})
+        records.append(faces)
+    seconds = time.perf_counter() - started
+    return Row("seed-style serial loop (Haar 1.3/5, one call per face)", len(records) / seconds, len(records)), records
+
+
+def run_pipeline(video: Path, config: PipelineConfig, out_dir: Path, render_video: bool,
+                 recognizer: Recognizer | None = None) -> tuple[Row, list[list[dict]]]:
+    recognizer = recognizer if recognizer is not None and recognizer.config == config.recognizer else Recognizer(config.recognizer)
+    records: list[list[dict]] = []
+    pipeline = Pipeline([SourceSpec("video", str(video))], config, recognizer=recognizer)
+    sinks = [JsonlWriter(out_dir / "bench.jsonl")]
+    if render_video:
+        sinks.append(VideoWriter(out_dir / "bench.mp4", pipeline.sources[0].fps))
+    pipeline.sinks = {0: sinks}
+    pipeline.on_result = lambda result: records.append([f.to_dict() for f in result.faces])
+    summary = pipeline.run()
+    return Row("", summary.fps, summary.frames, latency_ms=summary.latency_ms), records
+
+
+def score(records: list[list[dict]], truth, labels) -> tuple[float, float]:
+    found = correct = total = 0
+    for faces, pasted in zip(records, truth):
+        total += len(pasted)
+        for t in pasted:
+            tx, ty, side, _ = t.box
+            for face in faces:
+                x, y, w, h = face["box"]
+                if tx <= x + w / 2 <= tx + side and ty <= y + h / 2 <= ty + side:
+                    found += 1
+                    correct += face["label"] == labels[t.label]
+                    break
+    return found / max(total, 1), correct / max(found, 1)
+
+
+CONFIGS = [
+    # name, render to a video file, config changes
+    ("fer-run --json --no-render (YuNet)", False, {}),
+    ("fer-run --output --json (YuNet, rendering)", True, {"render": True}),
+    ("fer-run --json --no-render --detect-every 2", False, {"detect_every": 2}),
+    ("fer-run --json --no-render --max-batch 8", False, {"max_batch": 8}),
+    ("fer-run --json --no-render --align", False, {"align": True}),
+    ("fer-run --json --no-render --detector haar", False, {"detector": "haar"}),
+]
+
+
+def config_for(base: RecognizerConfig, changes: dict) -> PipelineConfig:
+    recognizer = base
+    if "align" in changes:
+        recognizer = RecognizerConfig(**{**recognizer.__dict__, "align": changes["align"]})
+    if "detector" in changes:
+        recognizer = RecognizerConfig(**{**recognizer.__dict__, "detector": DetectorConfig(changes["detector"])})
+    rest = {k: v for k, v in changes.items() if k not in ("align", "detector")}
+    return PipelineConfig(recognizer=recognizer, render=rest.pop("render", False), smooth=0.0, **rest)
+
+
+def run(video: Path, truth, model: str | None, threads: int | None, out_dir: Path, quick: bool = False) -> list[Row]:
+    base = RecognizerConfig(model=model, threads=threads)
+    recognizer = Recognizer(base)
+    labels = recognizer.spec.labels
+    rows = [decode_only(video)]
+    seed_row, records = seed_loop(video, recognizer)
+    if truth is not None:
+        seed_row.recall, seed_row.accuracy = score(records, truth, labels)
+    rows.append(seed_row)
+    for name, render_video, changes in CONFIGS[:2] if quick else CONFIGS:
+        row, records = run_pipeline(video, config_for(base, changes), out_dir, render_video, recognizer)
+        row.name = name
+        if truth is not None:
+            row.recall, row.accuracy = score(records, truth, labels)
+        rows.append(row)
+    return rows
+
+
+def one_face_video(path: Path, faces: np.ndarray, labels: np.ndarray, frames: int = 300) -> list:
+    return make_face_video(path, faces, labels, frames=frames, size=(1280, 720), faces_per_frame=1,
+                           face_side=(200, 240), hold=30)
+
+
+def markdown(rows: list[Row], title: str) -> str:
+    seed = next((r.fps for r in rows if r.name.startswith("seed")), None)
+    lines = [f"### {title}", "", "| configuration | frames/s | vs seed loop | found | label accuracy | p50 / p99 end-to-end ms |",
+             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        ratio = f"{r.fps / seed:.1f}×" if seed and not r.name.startswith(("seed", "decode")) else ""
+        e2e = r.latency_ms.get("end-to-end")
+        lat = f"{e2e['p50']:.1f} / {e2e['p99']:.1f}" if e2e else ""
+        found = f"{r.recall:.1%}" if r.recall is not None else ""
+        acc = f"{r.accuracy:.1%}" if r.accuracy is not None else ""
+        lines.append(f"| {r.name} | {r.fps:,.1f} | {ratio} | {found} | {acc} | {lat} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", help="FER2013 csv(.gz): paste PublicTest faces (default: drawn faces)")
+    parser.add_argument("--video", help="use this video instead of generating one (no recall/accuracy)")
+    parser.add_argument("--model", help="model file or shipped name (default: the shipped int8 CNN)")
+    parser.add_argument("--threads", type=int)
+    parser.add_argument("--frames", type=int, default=300)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--json", help="write the rows as JSON")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        if args.data:
+            from fer_engine.train.data import load_fer2013
+
+            split = load_fer2013(args.data).split("PublicTest")
+            faces, labels = split.images, split.labels
+        else:
+            faces, labels = drawn_faces(64), np.arange(64) % 7
+        results = {}
+        if args.video:
+            video, truth = Path(args.video), None
+        else:
+            video = tmp / "five_faces_640x480.mp4"
+            truth = make_face_video(video, faces, labels, frames=args.frames, hold=10)
+        rows = run(video, truth, args.model, args.threads, tmp, args.quick)
+        print(markdown(rows, f"{video.name}: {rows[0].frames} frames"))
+        results["five_faces"] = [r.to_dict() for r in rows]
+        if not args.video:
+            big = tmp / "one_face_1280x720.mp4"
+            truth = one_face_video(big, faces, labels, args.frames)
+            config = config_for(RecognizerConfig(model=args.model, threads=args.threads), {})
+            row, records = run_pipeline(big, config, tmp, False)
+            row.name = "fer-run --json --no-render, one face at 1280×720"
+            row.recall, row.accuracy = score(records, truth, Recognizer(config.recognizer).spec.labels)
+            print("\n" + markdown([decode_only(big), row], f"{big.name}: {row.frames} frames"))
+            results["one_face_720p"] = [row.to_dict()]
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,54 @@
+"""One registry of classifier backends, keyed by model-file suffix; shipped models by name.
+
+``.onnx`` → ONNX Runtime (providers TensorRT > CUDA > CPU by what is installed), ``.engine`` / ``.plan``
+→ TensorRT. Each backend gives ``spec``, ``providers``, ``description`` and ``predict_logits`` /
+``predict_probs``; the backend module is imported only when its suffix is chosen.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+from fer_engine.errors import FerError
+from fer_engine.spec import did_you_mean
+
+SHIPPED_DIR = Path(__file__).resolve().parent / "models"
+DEFAULT_MODEL = "cnn-int8"
+
+# suffix → (module, class); a new backend is one line here.
+BACKENDS: dict[str, tuple[str, str]] = {
+    ".onnx": ("fer_engine.runtime.onnx_model", "OnnxClassifier"),
+    ".engine": ("fer_engine.runtime.tensorrt_model", "TensorRTClassifier"),
+    ".plan": ("fer_engine.runtime.tensorrt_model", "TensorRTClassifier"),
+}
+
+
+def shipped_models() -> dict[str, Path]:
+    return {path.stem: path for path in sorted(SHIPPED_DIR.glob("*.onnx"))}
+
+
+def resolve_model(name_or_path: str | None) -> Path:
+    """A model file from a path or the name of a shipped model (``cnn-int8``, ``cnn``)."""
+    name_or_path = name_or_path or DEFAULT_MODEL
+    shipped = shipped_models()
+    if name_or_path in shipped:
+        return shipped[name_or_path]
+    path = Path(name_or_path).expanduser()
+    if path.is_file():
+        return path
+    if path.is_dir():
+        raise FerError(f"{path} is a folder: pass an exported model file (.onnx, .engine); "
+                       "export a checkpoint with fer-export first")
+    hint = did_you_mean(name_or_path, shipped)
+    raise FerError(f"model '{name_or_path}' is neither a file nor a shipped model "
+                   f"({', '.join(shipped) or 'none shipped'}).{hint}")
+
+
+def load_classifier(model: str | None = None, providers: list[str] | None = None, threads: int | None = None):
+    path = resolve_model(model)
+    suffix = path.suffix.lower()
+    if suffix not in BACKENDS:
+        raise FerError(f"no backend for '{path.name}': model files must end in {', '.join(BACKENDS)}")
+    module, cls = BACKENDS[suffix]
+    return getattr(importlib.import_module(module), cls)(path, providers=providers, threads=threads)

@@ -1,0 +1,177 @@
+"""Face detectors, one registry: ``yunet`` (OpenCV's FaceDetectorYN, the default) and ``haar``.
+
+YuNet's model file is in no PyPI package. ``resolve_yunet_model`` looks for it, in order: an explicit
+path, ``$FER_ENGINE_YUNET``, the user cache folder, then downloads it once from its public release and
+checks its sha256. Offline, ``create_detector`` falls back to OpenCV's bundled Haar cascade with a
+one-line warning.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from fer_engine.errors import FerError
+from fer_engine.spec import did_you_mean
+
+from .results import Detections
+
+log = logging.getLogger("fer_engine.runtime")
+
+YUNET_FILE = "yunet_s_640_640.onnx"
+YUNET_SHA256 = "8f2383e4dd3cfbb4553ea8718107fc0423210dc964f9f4280604804ed2552fa4"
+YUNET_URL = ("https://raw.githubusercontent.com/ShiqiYu/libfacedetection.train/"
+             "0047ac24afb1a50a0c6105001c89d1b5b805dbf1/onnx/" + YUNET_FILE)
+YUNET_ENV = "FER_ENGINE_YUNET"
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    name: str = "yunet"
+    model: str | None = None  # YuNet ONNX file; None = look it up (see resolve_yunet_model)
+    scale: float = 0.5  # detect on the frame resized by this factor; boxes come back in full-frame pixels
+    min_face: int = 24  # smallest face side kept, in full-frame pixels
+    score_threshold: float = 0.6
+    nms_threshold: float = 0.3
+    download: bool = True
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("FER_ENGINE_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fer_engine"
+    return Path(root) / "models"
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def download_yunet(target: Path, url: str = YUNET_URL, timeout: float = 15.0) -> Path:
+    """Download YuNet once into ``target``, checked by sha256; raises OSError when offline."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        data = response.read()
+    if hashlib.sha256(data).hexdigest() != YUNET_SHA256:
+        raise OSError(f"downloaded {url} but its sha256 does not match {YUNET_SHA256}")
+    with tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as tmp:
+        tmp.write(data)
+    os.replace(tmp.name, target)
+    return target
+
+
+def resolve_yunet_model(explicit: str | None = None, download: bool = True) -> Path | None:
+    """The YuNet file to use, or None when there is none here and it cannot be downloaded."""
+    if explicit:
+        path = Path(explicit).expanduser()
+        if not path.is_file():
+            raise FerError(f"detector model not found: {path} (pass a YuNet .onnx file to --detector-model)")
+        return path
+    if os.environ.get(YUNET_ENV):
+        path = Path(os.environ[YUNET_ENV]).expanduser()
+        if not path.is_file():
+            raise FerError(f"${YUNET_ENV} points to {path}, which does not exist")
+        return path
+    cached = cache_dir() / YUNET_FILE
+    if cached.is_file():
+        return cached
+    if not download:
+        return None
+    try:
+        log.info("downloading the YuNet face detector once from %s", YUNET_URL)
+        return download_yunet(cached)
+    except OSError as exc:
+        log.debug("YuNet download failed: %s", exc)
+        return None
+
+
+class YuNetDetector:
+    """OpenCV's FaceDetectorYN on a downscaled frame; gives boxes, scores and the five landmarks."""
+
+    name = "yunet"
+
+    def __init__(self, config: DetectorConfig, model: Path):
+        self.config = config
+        self.model = model
+        self._input_size: tuple[int, int] | None = None
+        try:
+            self._net = cv2.FaceDetectorYN.create(str(model), "", (320, 320), config.score_threshold,
+                                                  config.nms_threshold, 5000)
+        except cv2.error as exc:
+            raise FerError(f"OpenCV cannot load the YuNet model {model}: {exc.msg.strip()}") from exc
+
+    def detect(self, frame: np.ndarray) -> Detections:
+        scale = self.config.scale
+        image = frame if scale == 1.0 else cv2.resize(frame, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        size = (image.shape[1], image.shape[0])
+        if size != self._input_size:
+            self._net.setInputSize(size)
+            self._input_size = size
+        _, faces = self._net.detect(image)
+        if faces is None or len(faces) == 0:
+            return Detections.empty()
+        # Each row: x, y, w, h, five landmarks (x, y), score — in pixels of the downscaled image.
+        detections = Detections(faces[:, :4] / scale, faces[:, 14], faces[:, 4:14].reshape(-1, 5, 2) / scale)
+        return _keep_large(detections, self.config.min_face)
+
+
+class HaarDetector:
+    """OpenCV's bundled frontal-face Haar cascade: no landmarks, score 1."""
+
+    name = "haar"
+
+    def __init__(self, config: DetectorConfig, scale_factor: float = 1.1, min_neighbors: int = 5):
+        path = Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"
+        self._cascade = cv2.CascadeClassifier(str(path))
+        if self._cascade.empty():
+            raise FerError(f"OpenCV's Haar cascade is missing ({path}): reinstall opencv-python-headless<5")
+        self.config = config
+        self.scale_factor = scale_factor
+        self.min_neighbors = min_neighbors
+
+    def detect(self, frame: np.ndarray) -> Detections:
+        scale = self.config.scale
+        gray = frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+        if scale != 1.0:
+            gray = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        min_side = max(1, int(self.config.min_face * scale))
+        boxes = self._cascade.detectMultiScale(gray, self.scale_factor, self.min_neighbors, minSize=(min_side, min_side))
+        if len(boxes) == 0:
+            return Detections.empty()
+        boxes = np.asarray(boxes, np.float32) / scale
+        return Detections(boxes, np.ones(len(boxes), np.float32))
+
+
+def _keep_large(detections: Detections, min_face: int) -> Detections:
+    if not len(detections) or min_face <= 0:
+        return detections
+    return detections.select(np.minimum(detections.boxes[:, 2], detections.boxes[:, 3]) >= min_face)
+
+
+DETECTORS = {"yunet": YuNetDetector, "haar": HaarDetector}
+
+
+def create_detector(config: DetectorConfig):
+    if config.name not in DETECTORS:
+        raise FerError(f"unknown detector '{config.name}' (choose from {', '.join(DETECTORS)})."
+                       + did_you_mean(config.name, DETECTORS))
+    if not 0.05 <= config.scale <= 4:
+        raise FerError(f"--detect-scale must be between 0.05 and 4, got {config.scale}")
+    if config.name == "haar":
+        return HaarDetector(config)
+    model = resolve_yunet_model(config.model, config.download)
+    if model is None:
+        log.warning("YuNet face detector not available offline (pass --detector-model or set $%s): "
+                    "falling back to OpenCV's Haar cascade", YUNET_ENV)
+        return HaarDetector(config)
+    return YuNetDetector(config, model)

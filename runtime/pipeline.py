@@ -1,0 +1,447 @@
+"""The multithreaded pipeline: capture → detect + crop → batched inference → track + render → write.
+
+Each stage is one thread; stages are joined by bounded queues, so memory stays flat however long the
+run. Live sources keep only their newest frame (counting what they drop); files lose no frame (unless
+``realtime``). All faces waiting for the classifier — of one frame, or of several frames and sources
+when it is behind — go into one call of at most ``max_batch`` faces.
+
+End of stream drains every stage. ``request_stop()`` (Ctrl-C) stops the sources and drains the rest,
+so files end complete at the last frame read. A failing stage stops everything and ``run()`` raises
+its error; no stage can block forever, because every queue operation wakes up to check for a stop.
+
+    pipeline = Pipeline([SourceSpec("video", "in.mp4")])
+    for result in pipeline:          # FrameResult, in frame order per source
+        print(result.to_dict())
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import numpy as np
+
+from fer_engine.errors import FerError
+
+from .recognizer import Recognizer, RecognizerConfig
+from .render import Annotator
+from .results import Detections, Face, FrameResult, faces_from_probs
+from .sources import Frame, FrameSource, SourceSpec
+from .stats import StageTimes, Summary
+from .tracking import Tracker
+
+log = logging.getLogger("fer_engine.runtime")
+
+END = object()  # end of stream, passed down the stages
+POLL = 0.1  # seconds a blocked queue operation waits before checking for a stop
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    recognizer: RecognizerConfig = field(default_factory=RecognizerConfig)
+    detect_every: int = 1  # run the detector on every Nth frame of a source; reuse its boxes in between
+    max_batch: int = 32
+    max_wait_ms: float = 2.0  # how long a batch waits for more faces once it has some
+    smooth: float = 0.5  # per-track weight of past probabilities; 0 = raw per-frame output
+    render: bool = True  # draw results on frames (needed for --output and the window)
+    realtime: bool = False  # read files at their frame rate and drop frames like a live source
+    queue_size: int = 8
+
+    def __post_init__(self) -> None:
+        if self.detect_every < 1:
+            raise FerError(f"--detect-every must be 1 or more, got {self.detect_every}")
+        if self.max_batch < 1:
+            raise FerError(f"--max-batch must be 1 or more, got {self.max_batch}")
+        if self.max_wait_ms < 0:
+            raise FerError(f"--max-wait-ms cannot be negative, got {self.max_wait_ms}")
+        if not 0.0 <= self.smooth < 1.0:
+            raise FerError(f"--smooth must be in [0, 1), got {self.smooth}")
+
+
+class FrameMux:
+    """Frames of all sources, taken round-robin by the detection stage.
+
+    A live source has one slot: a new frame replaces a waiting one (counted as dropped). A file source
+    has ``capacity`` slots and its reader waits when they are full, so no frame is lost.
+    """
+
+    def __init__(self, live: list[bool], capacity: int, stopped: threading.Event):
+        self._buffers = [deque() for _ in live]
+        self._capacity = [1 if is_live else capacity for is_live in live]
+        self._live = live
+        self._open = [True] * len(live)
+        self._next = 0
+        self._cond = threading.Condition()
+        self._stopped = stopped
+        self.dropped = [0] * len(live)
+
+    def put(self, source: int, frame: Frame) -> bool:
+        with self._cond:
+            buffer = self._buffers[source]
+            if self._live[source]:
+                if buffer:
+                    buffer.popleft()
+                    self.dropped[source] += 1
+            else:
+                while len(buffer) >= self._capacity[source] and not self._stopped.is_set():
+                    self._cond.wait(POLL)
+                if self._stopped.is_set():
+                    return False
+            buffer.append(frame)
+            self._cond.notify_all()
+            return True
+
+    def close(self, source: int) -> None:
+        with self._cond:
+            self._open[source] = False
+            self._cond.notify_all()
+
+    def get(self):
+        """The next frame, round-robin over sources; END when every source has ended and been drained."""
+        with self._cond:
+            while not self._stopped.is_set():
+                count = len(self._buffers)
+                for step in range(count):
+                    source = (self._next + step) % count
+                    if self._buffers[source]:
+                        self._next = source + 1
+                        frame = self._buffers[source].popleft()
+                        self._cond.notify_all()
+                        return frame
+                if not any(self._open):
+                    return END
+                self._cond.wait(POLL)
+            return END
+
+
+@dataclass
+class _Work:
+    frame: Frame
+    detections: Detections
+    crops: np.ndarray
+    detected: float = 0.0
+    probs: np.ndarray | None = None
+    inferred: float = 0.0
+
+
+class Pipeline:
+    def __init__(self, sources: list[SourceSpec | FrameSource], config: PipelineConfig | None = None,
+                 sinks: dict[int, list] | None = None, recognizer: Recognizer | None = None):
+        self.config = config or PipelineConfig()
+        if not sources:
+            raise FerError("no source: pass --camera, --video, --url, --gst or --images")
+        self.recognizer = recognizer or Recognizer(self.config.recognizer)
+        self.sources: list[FrameSource] = []
+        try:
+            for source in sources:
+                self.sources.append(source.open() if isinstance(source, SourceSpec) else source)
+        except BaseException:
+            self.close_sources()
+            raise
+        self.sinks = sinks or {}
+        self.times = StageTimes()
+        self.summary = Summary(description=self.recognizer.describe())
+        self._stopped = threading.Event()  # hard stop: every stage exits now
+        self._sources_stopped = threading.Event()  # soft stop: no new frames, the rest drains
+        self._error: tuple[str, BaseException] | None = None
+        self._error_lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._trackers: dict[int, Tracker] = {}
+        self._last_detections: dict[int, Detections] = {}
+        self._annotator = Annotator()
+        self._fps = 0.0
+        self._results: queue.Queue | None = None
+        self.display_slot: deque = deque(maxlen=1)  # newest annotated frame, for a window on the main thread
+        self.on_result: Callable[[FrameResult], None] | None = None
+
+    # ---- control -------------------------------------------------------------------------------------
+    def request_stop(self) -> None:
+        """Stop reading sources; every frame already read is still processed and written."""
+        self._sources_stopped.set()
+
+    def abort(self) -> None:
+        """Stop every stage now (a second Ctrl-C); files keep what was written."""
+        self._sources_stopped.set()
+        self._stopped.set()
+
+    def _fail(self, stage: str, exc: BaseException) -> None:
+        with self._error_lock:
+            if self._error is None:
+                self._error = (stage, exc)
+        self._sources_stopped.set()
+        self._stopped.set()
+
+    def _stage(self, name: str, body: Callable[[], None]) -> threading.Thread:
+        def guarded():
+            try:
+                body()
+            except BaseException as exc:  # noqa: BLE001 - any failure ends the run with its message
+                log.debug("stage %s failed", name, exc_info=True)
+                self._fail(name, exc)
+
+        thread = threading.Thread(target=guarded, name=f"fer-{name}", daemon=True)
+        self._threads.append(thread)
+        return thread
+
+    def _put(self, q: queue.Queue, item) -> bool:
+        while not self._stopped.is_set():
+            try:
+                q.put(item, timeout=POLL)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _get(self, q: queue.Queue, timeout: float | None = None):
+        deadline = None if timeout is None else time.perf_counter() + timeout
+        while not self._stopped.is_set():
+            wait = POLL if deadline is None else min(POLL, deadline - time.perf_counter())
+            if wait <= 0:
+                raise queue.Empty
+            try:
+                return q.get(timeout=wait)
+            except queue.Empty:
+                continue
+        return END
+
+    # ---- stages --------------------------------------------------------------------------------------
+    def _capture(self, index: int, source: FrameSource, mux: FrameMux) -> None:
+        realtime = self.config.realtime and not source.live
+        start = time.perf_counter()
+        count = 0
+        try:
+            while not self._sources_stopped.is_set():
+                item = source.read()
+                if item is None:
+                    break
+                image, stamp, name = item
+                if realtime:
+                    delay = start + stamp - time.perf_counter()
+                    if delay > 0:
+                        time.sleep(delay)
+                if not mux.put(index, Frame(index, count, stamp, image, time.perf_counter(), name)):
+                    break
+                count += 1
+        finally:
+            mux.close(index)
+
+    def _detect(self, mux: FrameMux, out: queue.Queue) -> None:
+        every = self.config.detect_every
+        keep_images = self.config.render
+        while True:
+            frame = mux.get()
+            if frame is END:
+                break
+            started = time.perf_counter()
+            self.times.add("queue", started - frame.captured)
+            if frame.index % every == 0 or frame.source not in self._last_detections:
+                detections = self.recognizer.detect(frame.image)
+                self._last_detections[frame.source] = detections
+            else:
+                detections = self._last_detections[frame.source]
+            crops = self.recognizer.crop(frame.image, detections)
+            if not keep_images:
+                frame.image = None
+            done = time.perf_counter()
+            self.times.add("detect", done - started)
+            if not self._put(out, _Work(frame, detections, crops, done)):
+                return
+        self._put(out, END)
+
+    def _infer(self, inbox: queue.Queue, out: queue.Queue) -> None:
+        max_batch, wait = self.config.max_batch, self.config.max_wait_ms / 1000.0
+        ended = False
+        while not ended:
+            first = self._get(inbox)
+            if first is END:
+                break
+            batch, faces = [first], len(first.crops)
+            deadline = time.perf_counter() + wait
+            while faces < max_batch:
+                try:
+                    item = inbox.get_nowait()
+                except queue.Empty:
+                    remaining = deadline - time.perf_counter()
+                    if faces == 0 or remaining <= 0:
+                        break
+                    try:
+                        item = self._get(inbox, remaining)
+                    except queue.Empty:
+                        break
+                if item is END:
+                    ended = True
+                    break
+                batch.append(item)
+                faces += len(item.crops)
+            started = time.perf_counter()
+            if faces:
+                crops = np.concatenate([work.crops for work in batch])
+                probs = self.recognizer.classify(crops, max_batch)
+                self.summary.batches += -(-faces // max_batch)
+                self.summary.batched_faces += faces
+                offset = 0
+                for work in batch:
+                    work.probs = probs[offset:offset + len(work.crops)]
+                    offset += len(work.crops)
+            done = time.perf_counter()
+            self.times.add("infer", done - started)
+            for work in batch:
+                work.inferred = done
+                if not self._put(out, work):
+                    return
+        self._put(out, END)
+
+    def _post(self, inbox: queue.Queue, out: queue.Queue) -> None:
+        labels = self.recognizer.spec.labels
+        frames_seen: deque = deque(maxlen=30)
+        while True:
+            work = self._get(inbox)
+            if work is END:
+                break
+            started = time.perf_counter()
+            frame = work.frame
+            probs = work.probs if work.probs is not None else np.zeros((0, len(labels)), np.float32)
+            tracker = self._trackers.setdefault(frame.source, Tracker(self.config.smooth))
+            track_ids, smoothed = tracker.update(work.detections.boxes, probs)
+            faces: list[Face] = faces_from_probs(work.detections, smoothed, labels)
+            for face, track in zip(faces, track_ids):
+                face.track = track
+            result = FrameResult(frame.index, frame.time, frame.source, faces, frame.name)
+            frames_seen.append(started)
+            if len(frames_seen) > 1:
+                self._fps = (len(frames_seen) - 1) / max(frames_seen[-1] - frames_seen[0], 1e-6)
+            if self.config.render and frame.image is not None:
+                latency = (started - frame.captured) * 1000.0
+                overlay = f"{self._fps:.0f} FPS  {latency:.0f} ms  {len(faces)} faces"
+                result.image = self._annotator.annotate(frame.image, result, overlay)
+            self.times.add("track+render", time.perf_counter() - started)
+            if not self._put(out, (result, frame.captured)):
+                return
+        self._put(out, END)
+
+    def _write(self, inbox: queue.Queue) -> None:
+        try:
+            while True:
+                item = self._get(inbox)
+                if item is END:
+                    break
+                result, captured = item
+                started = time.perf_counter()
+                for sink in self.sinks.get(result.source, ()):
+                    sink.write(result, result.image)
+                if result.image is not None:
+                    self.display_slot.append((result.source, result.image))
+                self.summary.frames += 1
+                self.summary.faces += len(result.faces)
+                done = time.perf_counter()
+                self.times.add("write", done - started)
+                self.times.add("end-to-end", done - captured)
+                if self.on_result is not None:
+                    self.on_result(result)
+                if self._results is not None:
+                    if not self._put(self._results, result):
+                        return
+        finally:
+            if self._results is not None:
+                try:
+                    self._results.put_nowait(END)
+                except queue.Full:
+                    pass
+
+    # ---- running -------------------------------------------------------------------------------------
+    def start(self) -> None:
+        size = self.config.queue_size
+        mux = FrameMux([s.live or self.config.realtime for s in self.sources], size, self._stopped)
+        self._mux = mux
+        to_infer, to_post, to_write = queue.Queue(size), queue.Queue(size), queue.Queue(size)
+        for index, source in enumerate(self.sources):
+            self._stage(f"capture-{index}", lambda i=index, s=source: self._capture(i, s, mux))
+        self._stage("detect", lambda: self._detect(mux, to_infer))
+        self._stage("infer", lambda: self._infer(to_infer, to_post))
+        self._stage("post", lambda: self._post(to_post, to_write))
+        self._stage("write", lambda: self._write(to_write))
+        self._started = time.perf_counter()
+        for thread in self._threads:
+            thread.start()
+
+    @property
+    def running(self) -> bool:
+        return any(thread.is_alive() for thread in self._threads[-4:])
+
+    def finish(self) -> Summary:
+        """Wait for every stage, close sources and sinks, and raise the first stage error if any."""
+        try:
+            for thread in self._threads:
+                while thread.is_alive():
+                    thread.join(POLL)
+                    if self._stopped.is_set():
+                        thread.join(2.0)  # a capture blocked in a device read is a daemon: don't wait on it
+                        break
+        finally:
+            self.summary.seconds = time.perf_counter() - self._started
+            self.summary.dropped = sum(self._mux.dropped)
+            self.summary.corrupt = sum(getattr(s, "corrupt", 0) for s in self.sources)
+            self.summary.latency_ms = self.times.percentiles()
+            self.close_sources()
+            self.close_sinks()
+        if self._error is not None:
+            stage, exc = self._error
+            if isinstance(exc, FerError):
+                raise exc
+            raise FerError(f"the {stage} stage failed: {type(exc).__name__}: {exc}") from exc
+        return self.summary
+
+    def run(self, poll: Callable[[], None] | None = None) -> Summary:
+        """Run to the end of every source (or ``request_stop()``); ``poll`` runs on this thread meanwhile."""
+        self.start()
+        try:
+            while self.running and not self._stopped.is_set():
+                if poll is not None:
+                    poll()
+                time.sleep(0.005 if poll is not None else POLL)
+        except BaseException:
+            self.request_stop()  # Ctrl-C in an embedding application: drain what was read, then re-raise
+            try:
+                self.finish()
+            except FerError:
+                pass
+            raise
+        return self.finish()
+
+    def __iter__(self) -> Iterator[FrameResult]:
+        self._results = queue.Queue(self.config.queue_size)
+        self.start()
+        try:
+            while True:
+                item = self._get(self._results)
+                if item is END:
+                    break
+                yield item
+        finally:
+            self._stopped.set()  # the caller stopped iterating, or the run ended
+            self.finish()
+
+    def close_sources(self) -> None:
+        for source in self.sources:
+            try:
+                source.close()
+            except Exception:  # noqa: BLE001 - closing is best effort
+                log.debug("closing %s failed", source.name, exc_info=True)
+
+    def close_sinks(self) -> None:
+        for sinks in self.sinks.values():
+            for sink in sinks:
+                try:
+                    sink.close()
+                except Exception as exc:  # noqa: BLE001
+                    log.warning("closing %s failed: %s", getattr(sink, "path", sink), exc)
+
+
+def with_overrides(config: PipelineConfig, **changes) -> PipelineConfig:
+    return dataclasses.replace(config, **changes)
