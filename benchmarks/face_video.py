@@ -51,9 +51,12 @@ def drawn_faces(n: int, seed: int = 0) -> np.ndarray:
 
 def make_face_video(path: str | Path, faces: np.ndarray, labels: np.ndarray, frames: int = 90,
                     size: tuple[int, int] = (640, 480), faces_per_frame: int = 5, face_side: tuple[int, int] = (88, 128),
-                    hold: int = 15, fps: float = 30.0, seed: int = 0, truth_path: str | Path | None = None
-                    ) -> list[list[PastedFace]]:
-    """Writes the video (mp4v) and returns, per frame, the faces pasted into it."""
+                    hold: int = 15, fps: float = 30.0, seed: int = 0, truth_path: str | Path | None = None,
+                    tilt: float = 0.0) -> list[list[PastedFace]]:
+    """Writes the video (mp4v) and returns, per frame, the faces pasted into it.
+
+    ``tilt`` rotates each pasted face by a random angle in ±tilt degrees (as heads tilt in real video).
+    """
     rng = np.random.default_rng(seed)
     width, height = size
     cols = math.ceil(math.sqrt(faces_per_frame * width / height))
@@ -63,6 +66,7 @@ def make_face_video(path: str | Path, faces: np.ndarray, labels: np.ndarray, fra
     sides = np.minimum(sides, min(cell_w, cell_h) - 12)
     phases = rng.uniform(0, 2 * math.pi, (faces_per_frame, 2))
     order = rng.permutation(len(faces))
+    angles = rng.uniform(-tilt, tilt, len(faces))
     base = background(size, rng)
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
     if not writer.isOpened():
@@ -80,7 +84,14 @@ def make_face_video(path: str | Path, faces: np.ndarray, labels: np.ndarray, fra
                 y = cell_y + int(room_y / 2 * (1 + 0.8 * math.sin(phases[person, 1] + t / 27)))
                 index = int(order[(person + faces_per_frame * (t // hold)) % len(order)])
                 tile = cv2.resize(faces[index], (side, side), interpolation=cv2.INTER_CUBIC)
-                frame[y:y + side, x:x + side] = tile[:, :, None]
+                region = frame[y:y + side, x:x + side]
+                if tilt:
+                    matrix = cv2.getRotationMatrix2D((side / 2, side / 2), float(angles[index]), 1.0)
+                    mask = cv2.warpAffine(np.full_like(tile, 255), matrix, (side, side)) > 127
+                    tile = cv2.warpAffine(tile, matrix, (side, side))
+                    region[mask] = tile[mask][:, None]
+                else:
+                    region[:] = tile[:, :, None]
                 pasted.append(PastedFace((x, y, side, side), int(labels[index]), index))
             writer.write(frame)
             truth.append(pasted)

@@ -159,6 +159,39 @@ def markdown(rows: list[Row], title: str) -> str:
     return "\n".join(lines)
 
 
+def bench(data: str | None, video: str | None, model: str | None, threads: int | None, quick: bool = False,
+          out=print, frames: int = 300, tilt: float = 0.0) -> dict:
+    """Runs every row on a generated (or given) video and prints Markdown tables through ``out``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        if data:
+            from fer_engine.train.data import load_fer2013
+
+            split = load_fer2013(data).split("PublicTest")
+            faces, labels = split.images, split.labels
+        else:
+            faces, labels = drawn_faces(64), np.arange(64) % 7
+        results = {}
+        if video:
+            path, truth = Path(video), None
+        else:
+            path = tmp / "five_faces_640x480.mp4"
+            truth = make_face_video(path, faces, labels, frames=frames, hold=10, tilt=tilt)
+        rows = run(path, truth, model, threads, tmp, quick)
+        out(markdown(rows, f"{path.name}: {rows[0].frames} frames" + (f", faces tilted up to ±{tilt:g}°" if tilt else "")))
+        results["five_faces"] = [r.to_dict() for r in rows]
+        if not video and not quick:
+            big = tmp / "one_face_1280x720.mp4"
+            truth = one_face_video(big, faces, labels, frames)
+            config = config_for(RecognizerConfig(model=model, threads=threads), {})
+            row, records = run_pipeline(big, config, tmp, False)
+            row.name = "fer-run --json --no-render, one face at 1280×720"
+            row.recall, row.accuracy = score(records, truth, Recognizer(config.recognizer).spec.labels)
+            out("\n" + markdown([decode_only(big), row], f"{big.name}: {row.frames} frames"))
+            results["one_face_720p"] = [row.to_dict()]
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", help="FER2013 csv(.gz): paste PublicTest faces (default: drawn faces)")
@@ -166,36 +199,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", help="model file or shipped name (default: the shipped int8 CNN)")
     parser.add_argument("--threads", type=int)
     parser.add_argument("--frames", type=int, default=300)
+    parser.add_argument("--tilt", type=float, default=0.0, help="rotate pasted faces by up to ± this many degrees")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--json", help="write the rows as JSON")
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        if args.data:
-            from fer_engine.train.data import load_fer2013
-
-            split = load_fer2013(args.data).split("PublicTest")
-            faces, labels = split.images, split.labels
-        else:
-            faces, labels = drawn_faces(64), np.arange(64) % 7
-        results = {}
-        if args.video:
-            video, truth = Path(args.video), None
-        else:
-            video = tmp / "five_faces_640x480.mp4"
-            truth = make_face_video(video, faces, labels, frames=args.frames, hold=10)
-        rows = run(video, truth, args.model, args.threads, tmp, args.quick)
-        print(markdown(rows, f"{video.name}: {rows[0].frames} frames"))
-        results["five_faces"] = [r.to_dict() for r in rows]
-        if not args.video:
-            big = tmp / "one_face_1280x720.mp4"
-            truth = one_face_video(big, faces, labels, args.frames)
-            config = config_for(RecognizerConfig(model=args.model, threads=args.threads), {})
-            row, records = run_pipeline(big, config, tmp, False)
-            row.name = "fer-run --json --no-render, one face at 1280×720"
-            row.recall, row.accuracy = score(records, truth, Recognizer(config.recognizer).spec.labels)
-            print("\n" + markdown([decode_only(big), row], f"{big.name}: {row.frames} frames"))
-            results["one_face_720p"] = [row.to_dict()]
+    results = bench(args.data, args.video, args.model, args.threads, args.quick, print, args.frames, args.tilt)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     return 0

@@ -349,10 +349,7 @@ class Pipeline:
                         return
         finally:
             if self._results is not None:
-                try:
-                    self._results.put_nowait(END)
-                except queue.Full:
-                    pass
+                self._put(self._results, END)  # waits for the consumer, or gives up at a stop
 
     # ---- running -------------------------------------------------------------------------------------
     def start(self) -> None:

@@ -1,0 +1,170 @@
+"""What fer-bench can time: one registry of backends, each able to say why it cannot run here.
+
+A backend turns a ``Case`` (a model: its PyTorch module, spec and where it came from) into a
+``Runner``: ``logits(pixel_values)`` for timing and ``probs(faces)`` for accuracy. ONNX files are
+exported once per case into the work folder (or taken from ``Case.onnx`` when given, e.g. the shipped files).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .environment import cpu_has_bf16
+
+
+@dataclass
+class Case:
+    name: str
+    built: object  # fer_engine.train.models.BuiltModel
+    trained: bool
+    source: str
+    work_dir: Path
+    calibration_data: str | None = None
+    onnx: dict[str, Path] = field(default_factory=dict)  # precision -> file, filled on demand
+
+    @property
+    def spec(self):
+        return self.built.spec
+
+
+@dataclass
+class Runner:
+    logits: Callable[[np.ndarray], object]
+    probs: Callable[[np.ndarray], np.ndarray]
+    size_mb: float | None = None
+    detail: str = ""
+
+
+class TorchBackend:
+    family = "PyTorch eager"
+
+    def __init__(self, precision: str, device: str):
+        self.precision, self.device = precision, device
+        self.name = f"pytorch-{precision}" + ("-cuda" if device == "cuda" else "")
+
+    def skip_reason(self, case: Case) -> str | None:
+        import torch
+
+        if self.device == "cuda" and not torch.cuda.is_available():
+            return "no CUDA GPU"
+        if self.device == "cpu" and self.precision == "bf16" and not cpu_has_bf16():
+            return "this CPU has no bf16 instructions (avx512_bf16 / AMX)"
+        return None
+
+    def load(self, case: Case, threads: int | None) -> Runner:
+        import torch
+
+        from fer_engine.train.evaluate import predict_probs
+
+        if threads:
+            torch.set_num_threads(threads)
+        module = case.built.module.eval().to(self.device)
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+
+        def autocast():
+            return torch.autocast(self.device, dtype=dtype) if dtype else contextlib.nullcontext()
+
+        @torch.inference_mode()
+        def logits(x: np.ndarray):
+            with autocast():
+                out = module(torch.from_numpy(x).to(self.device))
+            if self.device == "cuda":
+                torch.cuda.synchronize()
+            return out
+
+        def probs(faces: np.ndarray) -> np.ndarray:
+            with autocast():
+                return predict_probs(module, case.spec, faces, device=self.device)
+
+        size = sum(p.numel() * p.element_size() for p in module.parameters()) / 1e6
+        return Runner(logits, probs, size)
+
+
+class OnnxBackend:
+    family = "onnxruntime"
+
+    def __init__(self, precision: str, provider: str):
+        self.precision, self.provider = precision, provider
+        short = {"CPUExecutionProvider": "cpu", "CUDAExecutionProvider": "cuda", "TensorrtExecutionProvider": "trt"}
+        self.name = f"onnx-{precision}-{short.get(provider, provider)}"
+
+    def skip_reason(self, case: Case) -> str | None:
+        import onnxruntime as ort
+
+        if self.provider not in ort.get_available_providers():
+            return f"{self.provider} not in this onnxruntime (install fer-engine[gpu] on a GPU machine)"
+        if self.precision == "fp16" and self.provider == "CPUExecutionProvider":
+            return "fp16 ONNX is for GPUs (onnxruntime's CPU kernels upcast it)"
+        return None
+
+    def load(self, case: Case, threads: int | None) -> Runner:
+        from fer_engine.runtime.onnx_model import OnnxClassifier
+
+        path = onnx_file(case, self.precision)
+        classifier = OnnxClassifier(path, providers=[self.provider], threads=threads)
+        return Runner(classifier.predict_logits, lambda faces: classifier.predict_probs(faces),
+                      path.stat().st_size / 1e6, str(path))
+
+
+class TensorRTBackend:
+    family = "TensorRT"
+
+    def __init__(self, precision: str):
+        self.precision = precision
+        self.name = f"tensorrt-{precision}"
+
+    def skip_reason(self, case: Case) -> str | None:
+        try:
+            import tensorrt  # noqa: F401
+        except ImportError:
+            return "TensorRT is not installed"
+        return None
+
+    def load(self, case: Case, threads: int | None) -> Runner:
+        from fer_engine.export.quantize import calibration_faces
+        from fer_engine.export.tensorrt import EngineRequest, build_engine
+        from fer_engine.runtime.tensorrt_model import TensorRTClassifier
+
+        request = EngineRequest(onnx_file(case, "fp32"), case.work_dir, self.precision, max_batch=256)
+        calibration = calibration_faces(case.calibration_data, 512) if self.precision == "int8" else None
+        engine = build_engine(request, case.spec, calibration)
+        classifier = TensorRTClassifier(engine)
+        return Runner(classifier.predict_logits, lambda faces: classifier.predict_probs(faces),
+                      engine.stat().st_size / 1e6, str(engine))
+
+
+def onnx_file(case: Case, precision: str) -> Path:
+    """The case's ONNX file at ``precision``, exported (and quantized) once into its work folder."""
+    if precision in case.onnx:
+        return case.onnx[precision]
+    from fer_engine.export.onnx_export import export_fp32
+
+    case.work_dir.mkdir(parents=True, exist_ok=True)
+    fp32 = case.onnx.get("fp32") or export_fp32(case.built, case.work_dir / f"{case.name}.onnx", 17)
+    case.onnx["fp32"] = fp32
+    if precision == "int8":
+        from fer_engine.export.quantize import quantize
+
+        case.onnx["int8"], _ = quantize(fp32, case.work_dir / f"{case.name}-int8.onnx", case.spec, "auto",
+                                        case.calibration_data, 256 if case.name == "cnn" else 64)
+    elif precision == "fp16":
+        from fer_engine.export.fp16 import convert_fp16
+
+        case.onnx["fp16"] = convert_fp16(fp32, case.work_dir / f"{case.name}-fp16.onnx", case.spec)
+    return case.onnx[precision]
+
+
+def all_backends() -> list:
+    return [
+        TorchBackend("fp32", "cpu"), TorchBackend("bf16", "cpu"),
+        TorchBackend("fp32", "cuda"), TorchBackend("fp16", "cuda"),
+        OnnxBackend("fp32", "CPUExecutionProvider"), OnnxBackend("int8", "CPUExecutionProvider"),
+        OnnxBackend("fp32", "CUDAExecutionProvider"), OnnxBackend("fp16", "CUDAExecutionProvider"),
+        OnnxBackend("int8", "TensorrtExecutionProvider"),
+        TensorRTBackend("fp16"), TensorRTBackend("int8"),
+    ]

@@ -1,0 +1,84 @@
+"""fer-bench: the harness on tiny models, its JSON/CSV/PNG outputs, ❌ rows that do not stop the run."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from conftest import DEFAULT_CHECKPOINT, FER2013, REPO, needs_fer2013
+from fer_engine.benchmarks.cli_bench import main as fer_bench
+
+ROW_KEYS = {"model", "backend", "precision", "batch", "status", "reason", "weights", "p50_ms", "p90_ms", "p99_ms",
+            "faces_per_s", "size_mb", "params_m", "gflops", "accuracy"}
+
+
+def test_tiny_models_fill_the_matrix_and_every_output(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    code = fer_bench(["--models", "cnn,vit", "--tiny", "--backends", "pytorch-fp32,onnx-fp32-cpu", "--batch-sizes", "1,2",
+                      "--duration", "0.05", "--json", str(out), "--csv", str(tmp_path / "b.csv"),
+                      "--png", str(tmp_path / "b.png")])
+    assert code == 0
+    result = json.loads(out.read_text())
+    assert {"command", "environment", "models", "seconds"} <= set(result)
+    assert {"cpu", "cores", "threads", "onnxruntime", "providers", "torch", "gpu"} <= set(result["environment"])
+    rows = result["models"]
+    assert all(set(r) == ROW_KEYS for r in rows)
+    assert {(r["model"], r["backend"], r["batch"]) for r in rows} == {
+        (m, b, n) for m in ("cnn", "vit") for b in ("pytorch-fp32", "onnx-fp32-cpu") for n in (1, 2)}
+    assert all(r["status"] == "✅" and r["faces_per_s"] > 0 and r["p50_ms"] <= r["p99_ms"] for r in rows)
+    assert all(r["weights"] == "untrained weights: speed only" and r["accuracy"] == {} for r in rows)
+    assert len(list(csv.reader(open(tmp_path / "b.csv")))) == 1 + len(rows)
+    assert (tmp_path / "b.png").stat().st_size > 1000
+    table = capsys.readouterr().out
+    assert "| cnn | untrained (speed only) | onnx-fp32-cpu | 2 |" in table
+
+
+def test_a_failing_backend_is_a_row_and_the_run_goes_on(tmp_path):
+    out = tmp_path / "bench.json"
+    # Static int8 needs calibration faces, which this run does not have; CUDA is not in this onnxruntime.
+    assert fer_bench(["--models", "cnn", "--tiny", "--backends", "onnx-int8-cpu,onnx-fp32-cuda,onnx-fp32-cpu",
+                      "--batch-sizes", "1", "--duration", "0.05", "--json", str(out)]) == 0
+    rows = {r["backend"]: r for r in json.loads(out.read_text())["models"]}
+    assert rows["onnx-int8-cpu"]["status"] == "❌" and "calibration" in rows["onnx-int8-cpu"]["reason"]
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        assert rows["onnx-fp32-cuda"]["status"] == "❌" and "not in this onnxruntime" in rows["onnx-fp32-cuda"]["reason"]
+    assert rows["onnx-fp32-cpu"]["status"] == "✅"
+
+
+@needs_fer2013
+def test_trained_cnn_rows_carry_the_accuracy_of_the_shipped_file(tmp_path):
+    out = tmp_path / "bench.json"
+    assert fer_bench(["--models", "cnn", "--checkpoint", f"cnn={DEFAULT_CHECKPOINT}", "--data", str(FER2013),
+                      "--backends", "onnx-int8-cpu", "--batch-sizes", "1", "--duration", "0.05", "--json", str(out)]) == 0
+    row = json.loads(out.read_text())["models"][0]
+    report = json.loads((REPO / "runtime" / "models" / "export_report.json").read_text())
+    shipped = next(r for r in report["verification"]["rows"] if r["precision"] == "int8")
+    assert row["weights"].startswith("trained") and row["size_mb"] == pytest.approx(shipped["size_mb"], rel=1e-3)
+    assert row["accuracy"]["PublicTest"]["accuracy"] == pytest.approx(shipped["accuracy"], abs=1e-6)
+
+
+def test_pipeline_and_peers_sections(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert fer_bench(["--pipeline", "--peers", "--quick", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    names = [r["name"] for r in result["pipeline"]["five_faces"]]
+    assert names[0] == "decode only" and names[1].startswith("seed-style serial loop") and len(names) == 4
+    assert all(r["fps"] > 0 and r["frames"] == 120 for r in result["pipeline"]["five_faces"])
+    peer = result["peers"][0]
+    assert peer["status"] == "❌" and peer["reason"]  # `fer` is not a dependency, and there is no --data here
+    assert "vs seed loop" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--models", "cnnn"], "Did you mean 'cnn'"),
+    (["--backends", "onnx-int8"], "unknown backend"),
+    (["--checkpoint", "cnn"], "MODEL=DIR"),
+    (["--batch-sizes", "a,b"], "--batch-sizes takes numbers"),
+])
+def test_user_mistakes(argv, message, capsys):
+    assert fer_bench(argv + ["--tiny"]) == 2
+    assert message in capsys.readouterr().err
