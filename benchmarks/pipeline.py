@@ -184,9 +184,10 @@ def bench(data: str | None, video: str | None, model: str | None, threads: int |
             big = tmp / "one_face_1280x720.mp4"
             truth = one_face_video(big, faces, labels, frames)
             config = config_for(RecognizerConfig(model=model, threads=threads), {})
-            row, records = run_pipeline(big, config, tmp, False)
+            recognizer = Recognizer(config.recognizer)
+            row, records = run_pipeline(big, config, tmp, False, recognizer)
             row.name = "fer-run --json --no-render, one face at 1280×720"
-            row.recall, row.accuracy = score(records, truth, Recognizer(config.recognizer).spec.labels)
+            row.recall, row.accuracy = score(records, truth, recognizer.spec.labels)
             out("\n" + markdown([decode_only(big), row], f"{big.name}: {row.frames} frames"))
             results["one_face_720p"] = [row.to_dict()]
     return results

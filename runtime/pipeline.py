@@ -16,7 +16,6 @@ its error; no stage can block forever, because every queue operation wakes up to
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import queue
 import threading
@@ -439,6 +438,3 @@ class Pipeline:
                 except Exception as exc:  # noqa: BLE001
                     log.warning("closing %s failed: %s", getattr(sink, "path", sink), exc)
 
-
-def with_overrides(config: PipelineConfig, **changes) -> PipelineConfig:
-    return dataclasses.replace(config, **changes)
