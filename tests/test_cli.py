@@ -165,3 +165,26 @@ def test_tune_bias_flag_records_its_choice(train_csv, tmp_path):
     assert set(metrics["class_bias"]["bias"]) == {"angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"}
     kept = metrics["class_bias"]["chosen"]
     assert metrics["best"]["val_macro_f1"] == pytest.approx(metrics["class_bias"]["after" if kept else "before"]["val_macro_f1"])
+
+
+def test_augment_presets_change_the_run_and_are_recorded(train_csv, tmp_path):
+    losses = {}
+    for preset in ("strong", "flip"):
+        train(train_csv, tmp_path / preset, "--augment", preset, "--no-test")
+        metrics = json.loads((tmp_path / preset / "best" / "metrics.json").read_text())
+        assert metrics["config"]["augment"] == preset
+        losses[preset] = metrics["history"][0]["train_loss"]
+    assert losses["strong"] != losses["flip"]
+
+
+def test_augment_presets_differ_in_strength():
+    from fer_engine.train.augment import augment, augment_preset
+
+    faces = torch.rand(64, 1, 48, 48)
+    change = {}
+    for preset in ("strong", "light", "flip"):
+        out = augment(faces.clone(), augment_preset(preset), torch.Generator().manual_seed(0))
+        flipped = faces.flip(-1)
+        # Distance to the nearer of the face and its mirror image: what the warps and erasing changed.
+        change[preset] = torch.minimum((out - faces).abs().mean((1, 2, 3)), (out - flipped).abs().mean((1, 2, 3))).mean()
+    assert change["flip"] < 1e-6 < change["light"] < change["strong"]

@@ -28,6 +28,22 @@ class AugmentConfig:
     erase_aspect: tuple[float, float] = (0.3, 3.3)
 
 
+AUGMENT_PRESETS = {
+    "strong": AugmentConfig(),
+    "light": AugmentConfig(rotate_deg=10.0, scale=(0.9, 1.1), shift=0.08, brightness=0.2, contrast=0.2,
+                           erase_prob=0.25),
+    "flip": AugmentConfig(rotate_deg=0.0, scale=(1.0, 1.0), shift=0.0, brightness=0.0, contrast=0.0, erase_prob=0.0),
+}
+
+
+def augment_preset(name: str) -> AugmentConfig:
+    from fer_engine.errors import FerError
+
+    if name not in AUGMENT_PRESETS:
+        raise FerError(f"unknown augmentation '{name}': choose one of {', '.join(AUGMENT_PRESETS)}")
+    return AUGMENT_PRESETS[name]
+
+
 def _uniform(n: int, low: float, high: float, gen: torch.Generator, device) -> torch.Tensor:
     return torch.rand(n, generator=gen, device=device) * (high - low) + low
 

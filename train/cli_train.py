@@ -41,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also try the average of the last N epochs' weights; kept if PublicTest prefers it")
     p.add_argument("--tune-bias", action="store_true",
                    help="after training, fit a per-class logit bias on PublicTest for macro-F1 (kept if it gains)")
+    p.add_argument("--augment", default="strong", choices=["strong", "light", "flip"],
+                   help="augmentation preset: strong (flip, rotation 15, scale, shift, jitter, erasing 0.5), light "
+                        "(milder warps, erasing 0.25) or flip only (default: strong)")
     p.add_argument("--skip-bad-rows", action="store_true", help="skip malformed rows or images, counting them")
     p.add_argument("--no-test", action="store_true", help="do not evaluate PrivateTest after training")
     p.add_argument("--list-models", action="store_true", help="list the registered models and exit")
@@ -73,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
             amp=args.amp, device=args.device, threads=args.threads, limit=args.limit,
             pretrained=args.pretrained, from_config=args.from_config, skip_bad_rows=args.skip_bad_rows,
             final_test=not args.no_test, average_last=args.average_last,
-            tune_bias=args.tune_bias)
+            tune_bias=args.tune_bias, augment=args.augment)
         trainer = Trainer(cfg, resume=args.resume)
         try:
             trainer.run()

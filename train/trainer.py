@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from fer_engine.errors import FerError
 from fer_engine.spec import LABELS
 
-from .augment import AugmentConfig, augment
+from .augment import AugmentConfig, augment, augment_preset
 from .checkpoint import load_checkpoint, read_checkpoint_config, save_checkpoint
 from .data import FerSplit, load_fer2013
 from .evaluate import predict_probs
@@ -64,6 +64,7 @@ class TrainConfig:
     eval_batch_size: int = 256
     average_last: int = 0  # average the weights of the last N epochs; kept when PublicTest says it is better
     tune_bias: bool = False  # per-class logit bias for macro-F1, chosen on PublicTest
+    augment: str = "strong"  # a preset of augment.AUGMENT_PRESETS
 
     def fill_defaults(self) -> "TrainConfig":
         defaults = get_family(self.model).defaults
@@ -75,6 +76,7 @@ class TrainConfig:
             raise FerError(f"unknown optimizer '{self.optimizer}': choose sgd or adamw")
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
             raise FerError("--epochs, --batch-size and --lr must be positive")
+        augment_preset(self.augment)  # fails early on an unknown name
         if not 0 <= self.average_last <= self.epochs:
             raise FerError(f"--average-last must be between 0 and --epochs ({self.epochs})")
         return self
@@ -240,7 +242,7 @@ class Trainer:
         self.test_split = data.split("PrivateTest").head(cfg.limit)
 
         self.module = self.built.module.to(self.device).to(memory_format=torch.channels_last)
-        self.stream = BatchStream(self.train_split, cfg.batch_size, cfg.seed, AugmentConfig(), cfg.workers)
+        self.stream = BatchStream(self.train_split, cfg.batch_size, cfg.seed, augment_preset(cfg.augment), cfg.workers)
         steps = self.stream.steps_per_epoch()
         self.optimizer = _make_optimizer(cfg, self.module)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
