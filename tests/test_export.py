@@ -56,6 +56,20 @@ def test_static_int8_has_qdq_nodes_and_dynamic_has_none(tmp_path, calibration_cs
         assert ("QuantizeLinear" in ops and "DequantizeLinear" in ops) == (mode == "static"), ops
 
 
+def test_int8_weights_use_seven_bits(tmp_path, calibration_csv):
+    # Full-range int8 weights saturate onnxruntime's u8s8 kernels on CPUs without VNNI (AVX2).
+    from onnx import numpy_helper
+
+    for mode in ("static", "dynamic"):
+        out = tmp_path / mode
+        cli_export.main(["--model", "cnn", "--from-config", "tiny", "--int8", "--int8-mode", mode,
+                         "--calibration-data", str(calibration_csv), "--out", str(out), "--no-verify"])
+        weights = [numpy_helper.to_array(t) for t in onnx.load(str(out / "cnn-int8.onnx")).graph.initializer
+                   if t.data_type == onnx.TensorProto.INT8 and t.dims and np.prod(t.dims) > 16]
+        assert weights, "no int8 weight tensors found"
+        assert all(np.abs(w.astype(np.int16)).max() <= 64 for w in weights), [(w.min(), w.max()) for w in weights]
+
+
 def test_exported_cnn_matches_pytorch_on_a_checkpoint(tmp_path):
     built = create_model("cnn", from_config="tiny")
     folder = save_checkpoint(tmp_path / "ckpt", built)
