@@ -1,5 +1,5 @@
 """``fer-export``: a trained model to self-describing ONNX (fp32, int8, fp16) and TensorRT engines,
-each verified against PyTorch."""
+each verified against PyTorch, and optionally a Triton Inference Server model repository for them."""
 
 from __future__ import annotations
 
@@ -11,20 +11,25 @@ from pathlib import Path
 
 from fer_engine.cli import run_cli
 
+DEFAULT_MAX_BATCH = 32
 DEFAULT_CHECKPOINTS = {"cnn": Path("checkpoints/cnn")}
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="fer-export", description=__doc__,
-        epilog="Example: fer-export --model cnn --checkpoint checkpoints/cnn --int8 "
-               "--calibration-data fer2013.csv.gz --out exports/cnn")
-    p.add_argument("--model", required=True, help="cnn, vit, convnext or convnextv2")
+        epilog="Examples: fer-export --model cnn --checkpoint checkpoints/cnn --int8 "
+               "--calibration-data fer2013.csv.gz --out exports/cnn --triton triton-models; "
+               "fer-export --triton triton-models --from-file runtime/models/cnn-int8.onnx")
+    p.add_argument("--model", help="cnn, vit, convnext or convnextv2 (required unless --from-file)")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--checkpoint", metavar="DIR", help="a fer-train checkpoint folder (cnn default: checkpoints/cnn)")
     src.add_argument("--pretrained", metavar="ID_OR_DIR", help="a Hugging Face hub id or local folder (HF models)")
     src.add_argument("--from-config", nargs="?", const="full", metavar="full|tiny|JSON",
                      help="an untrained model built from its config (speed work and tests)")
+    src.add_argument("--from-file", action="append", metavar="PATH",
+                     help="an already exported .onnx/.engine file or shipped model name (cnn-int8), repeatable: "
+                          "only writes the --triton repository, without torch")
     p.add_argument("--int8", action="store_true", help="also write an int8 model")
     p.add_argument("--int8-mode", default="auto", choices=["auto", "static", "dynamic"],
                    help="auto: the faster mode for this architecture, as measured (default: auto)")
@@ -36,10 +41,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tensorrt", action="store_true", help="build TensorRT engines (fp16, and int8 with --int8)")
     p.add_argument("--dla-core", type=int, help="build the TensorRT engine for this DLA core (Jetson)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default: 17, which TensorRT 8.6 also reads)")
-    p.add_argument("--max-batch", type=int, default=32, help="largest batch of the TensorRT profile (default: 32)")
+    p.add_argument("--max-batch", type=int,
+                   help=f"largest batch of the TensorRT profile and of the Triton model (default: {DEFAULT_MAX_BATCH}; "
+                        "for an existing engine, the batch it was built for)")
     p.add_argument("--out", metavar="DIR", help="output folder (default: exports/MODEL)")
     p.add_argument("--no-verify", action="store_true", help="skip the comparison with PyTorch")
     p.add_argument("--verify-size", type=int, help="verify on the first N PublicTest faces (default: all)")
+    t = p.add_argument_group("Triton Inference Server (docs/triton.md)")
+    t.add_argument("--triton", metavar="REPO_DIR",
+                   help="also write a Triton model repository: REPO_DIR/<name>/config.pbtxt and 1/model.onnx|model.plan")
+    t.add_argument("--triton-kind", default="gpu", choices=["gpu", "cpu"],
+                   help="where Triton runs the model instances (default: gpu)")
+    t.add_argument("--triton-instances", type=int, default=1, help="model instances (per GPU for gpu; default: 1)")
+    t.add_argument("--triton-queue-delay-us", type=int, default=1000,
+                   help="how long Triton's dynamic batcher waits to fill a batch, in microseconds (default: 1000)")
+    t.add_argument("--triton-preferred-batch", type=int, nargs="+", metavar="N",
+                   help="batch sizes the dynamic batcher aims for (default: none, as large as the queue allows)")
     return p
 
 
@@ -77,12 +94,26 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> int:
         from fer_engine.errors import FerError
 
+        if args.max_batch is not None and args.max_batch < 1:
+            raise FerError("--max-batch must be at least 1")
+        triton_options = _triton_options(args) if args.triton else None
+        if args.from_file:
+            if not args.triton:
+                raise FerError("--from-file only writes a Triton repository: add --triton REPO_DIR")
+            from fer_engine.runtime.backends import resolve_model
+
+            _triton(args, [resolve_model(name) for name in args.from_file], triton_options)
+            return 0
+        if not args.model:
+            raise FerError("say which model to export: --model cnn|vit|convnext|convnextv2 "
+                           "(or --from-file PATH --triton REPO_DIR for a file exported before)")
+        if args.tensorrt and triton_options and triton_options.kind == "cpu":
+            raise FerError("TensorRT engines run on a GPU only: drop --tensorrt or use --triton-kind gpu")
+
         from .onnx_export import MAX_OPSET, MIN_OPSET, export_fp32
 
         if not MIN_OPSET <= args.opset <= MAX_OPSET:
             raise FerError(f"opset {args.opset} is not supported: choose {MIN_OPSET}..{MAX_OPSET}")
-        if args.max_batch < 1:
-            raise FerError("--max-batch must be at least 1")
         out = _writable_folder(Path(args.out or f"exports/{args.model}"))
         built = _load_source(args)
         name = built.spec.model
@@ -119,6 +150,9 @@ def main(argv: list[str] | None = None) -> int:
             report["verification"] = {"faces": described, "rows": [r.to_dict() for r in rows]}
             passed = all(r.passed for r in rows)
         report["files"] = {p.name: p.stat().st_size for p in files}
+        if args.triton and passed:
+            engines = [Path(e["engine"]) for e in report.get("tensorrt", [])]
+            report["triton"] = [str(f) for f in _triton(args, files + engines, triton_options)]
         (out / "export_report.json").write_text(json.dumps(report, indent=2))
         print(f"report: {out / 'export_report.json'}")
         if not passed:
@@ -135,7 +169,7 @@ def _tensorrt(args, built, onnx_path: Path, out: Path) -> list[dict]:
 
     results = []
     for precision in ["fp16"] + (["int8"] if args.int8 else []):
-        request = EngineRequest(onnx_path, out, precision, args.max_batch, dla_core=args.dla_core)
+        request = EngineRequest(onnx_path, out, precision, args.max_batch or DEFAULT_MAX_BATCH, dla_core=args.dla_core)
         placeholder = out / request.engine_name(built.spec, "XX")
         print(f"TensorRT {precision}; the same with trtexec:\n  {trtexec_command(request, built.spec, placeholder)}")
         calibration = None
@@ -147,6 +181,24 @@ def _tensorrt(args, built, onnx_path: Path, out: Path) -> list[dict]:
         print(f"engine: {engine}")
         results.append({"precision": precision, "engine": str(engine)})
     return results
+
+
+def _triton_options(args):
+    from .triton_repo import TritonOptions
+
+    return TritonOptions(max_batch_size=args.max_batch, kind=args.triton_kind, instances=args.triton_instances,
+                         max_queue_delay_us=args.triton_queue_delay_us,
+                         preferred_batch_sizes=tuple(args.triton_preferred_batch or ()))
+
+
+def _triton(args, files: list[Path], options) -> list[Path]:
+    from .triton_repo import write_repository
+
+    folders = write_repository(files, args.triton, options)
+    for folder in folders:
+        print(f"triton: {folder}")
+    print(f"serve with: tritonserver --model-repository={Path(args.triton).resolve()}  (docs/triton.md)")
+    return folders
 
 
 if __name__ == "__main__":
