@@ -1,8 +1,9 @@
 """One registry of classifier backends, keyed by model-file suffix; shipped models by name.
 
 ``.onnx`` → ONNX Runtime (providers TensorRT > CUDA > CPU by what is installed), ``.engine`` / ``.plan``
-→ TensorRT. Each backend gives ``spec``, ``providers``, ``description`` and ``predict_logits`` /
-``predict_probs``; the backend module is imported only when its suffix is chosen.
+→ TensorRT; the URLs ``triton://HOST:PORT/MODEL`` (gRPC) and ``triton+http://HOST:PORT/MODEL`` → a model
+served by Triton Inference Server. Each backend gives ``spec``, ``providers``, ``description`` and
+``predict_logits`` / ``predict_probs``; the backend module is imported only when its suffix or scheme is chosen.
 """
 
 from __future__ import annotations
@@ -21,6 +22,10 @@ BACKENDS: dict[str, tuple[str, str]] = {
     ".onnx": ("fer_engine.runtime.onnx_model", "OnnxClassifier"),
     ".engine": ("fer_engine.runtime.tensorrt_model", "TensorRTClassifier"),
     ".plan": ("fer_engine.runtime.tensorrt_model", "TensorRTClassifier"),
+}
+# URL scheme → (module, class), for models served elsewhere.
+URL_BACKENDS: dict[str, tuple[str, str]] = {
+    scheme: ("fer_engine.runtime.triton_model", "TritonClassifier") for scheme in ("triton", "triton+grpc", "triton+http")
 }
 
 
@@ -46,6 +51,10 @@ def resolve_model(name_or_path: str | None) -> Path:
 
 
 def load_classifier(model: str | None = None, providers: list[str] | None = None, threads: int | None = None):
+    scheme = model.split("://", 1)[0].lower() if model and "://" in model else None
+    if scheme in URL_BACKENDS:
+        module, cls = URL_BACKENDS[scheme]
+        return getattr(importlib.import_module(module), cls)(model, providers=providers, threads=threads)
     path = resolve_model(model)
     suffix = path.suffix.lower()
     if suffix not in BACKENDS:

@@ -44,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     m = p.add_argument_group("model")
     m.add_argument("--model", default=DEFAULT_MODEL,
-                   help=f"model file (.onnx, .engine, .plan) or shipped model name (default {DEFAULT_MODEL})")
+                   help=f"model file (.onnx, .engine, .plan), shipped model name (default {DEFAULT_MODEL}), or a model "
+                        "on a Triton server: triton://HOST:8001/NAME (gRPC) or triton+http://HOST:8000/NAME")
     m.add_argument("--providers", help="onnxruntime providers in order, e.g. cuda,cpu (default: TensorRT > CUDA > CPU)")
     m.add_argument("--threads", type=int, help="classifier threads (default: onnxruntime's choice)")
     m.add_argument("--max-batch", type=int, default=32, help="most faces per inference call (default 32)")
