@@ -10,6 +10,7 @@ and TensorRT version that built them, so the file is named by its build paramete
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from fer_engine.errors import FerError
-from fer_engine.runtime.cuda import DeviceBuffer, gpu_compute_capability, import_tensorrt
+from fer_engine.runtime.cuda import DeviceBuffer, gpu_compute_capability, gpu_device_name, import_tensorrt
 from fer_engine.runtime.preprocess import faces_to_pixel_values
 
 
@@ -39,6 +40,30 @@ class EngineRequest:
     def engine_name(self, spec, sm: str) -> str:
         dla = f"_dla{self.dla_core}" if self.dla_core is not None else ""
         return f"{spec.model}_b1-{self.max_batch}_{self.precision}{dla}_sm{sm}.engine"
+
+
+def build_key(request: EngineRequest, spec, sm: str, tensorrt_version: str, device: str,
+              calibration: np.ndarray | None) -> dict:
+    """Everything that makes two engines differ. An engine on disk is reused only when its recorded key
+    is this one: same ONNX content (not its date), shapes, precision, workspace, DLA core, calibration
+    faces, TensorRT version and GPU (two boards with the same compute capability can differ)."""
+    faces = None
+    if request.precision == "int8" and calibration is not None:
+        faces = hashlib.sha256(np.ascontiguousarray(calibration).tobytes()).hexdigest()
+    return {"tensorrt": tensorrt_version, "sm": sm, "device": device, "precision": request.precision,
+            "onnx_sha256": hashlib.sha256(request.onnx_path.read_bytes()).hexdigest(),
+            "shapes": {k: list(v) for k, v in request.shapes(spec).items()}, "workspace_mb": request.workspace_mb,
+            "dla_core": request.dla_core, "calibration_sha256": faces}
+
+
+def engine_is_current(engine_path: Path, key: dict) -> bool:
+    meta_path = engine_path.with_name(engine_path.name + ".json")
+    if not (engine_path.is_file() and meta_path.is_file()):
+        return False
+    try:
+        return json.loads(meta_path.read_text()).get("build", {}).get("key") == key
+    except (OSError, ValueError):
+        return False
 
 
 def trtexec_command(request: EngineRequest, spec, engine_path: Path, calibration_cache: Path | None = None) -> str:
@@ -91,12 +116,17 @@ def build_engine(request: EngineRequest, spec, calibration: np.ndarray | None = 
     request.out_dir.mkdir(parents=True, exist_ok=True)
     engine_path = request.out_dir / request.engine_name(spec, sm)
     meta_path = engine_path.with_name(engine_path.name + ".json")
-    if engine_path.is_file() and meta_path.is_file():
-        built = json.loads(meta_path.read_text()).get("build", {})
-        if built.get("tensorrt") == trt.__version__ and built.get("onnx_mtime") == request.onnx_path.stat().st_mtime_ns:
-            log(f"engine up to date: {engine_path}")
-            return engine_path
-    cache_file = request.out_dir / f"{spec.model}_int8_calibration.cache"
+    key = build_key(request, spec, sm, trt.__version__, gpu_device_name(), calibration)
+    if engine_is_current(engine_path, key):
+        log(f"engine up to date: {engine_path}")
+        return engine_path
+    # The calibration cache belongs to one ONNX file and one set of calibration faces.
+    prefix = f"{spec.model}_{key['onnx_sha256'][:12]}"
+    if key["calibration_sha256"]:
+        cache_file = request.out_dir / f"{prefix}_{key['calibration_sha256'][:12]}_int8_calibration.cache"
+    else:
+        earlier = sorted(request.out_dir.glob(f"{prefix}_*_int8_calibration.cache"), key=lambda p: p.stat().st_mtime)
+        cache_file = earlier[-1] if earlier else request.out_dir / f"{prefix}_int8_calibration.cache"
 
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
@@ -133,8 +163,6 @@ def build_engine(request: EngineRequest, spec, calibration: np.ndarray | None = 
     tmp.write_bytes(bytes(serialized))
     tmp.replace(engine_path)
     meta = spec.to_metadata() | {"precision": request.precision}
-    meta["build"] = {"tensorrt": trt.__version__, "sm": sm, "max_batch": request.max_batch, "shapes": shapes,
-                     "dla_core": request.dla_core, "onnx": str(request.onnx_path),
-                     "onnx_mtime": request.onnx_path.stat().st_mtime_ns}
+    meta["build"] = {"onnx": str(request.onnx_path), "max_batch": request.max_batch, "key": key}
     meta_path.write_text(json.dumps(meta, indent=2))
     return engine_path

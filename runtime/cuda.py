@@ -55,6 +55,29 @@ def gpu_compute_capability() -> str:
         raise FerError("cannot tell the GPU's compute capability: install cuda-python or pycuda") from None
 
 
+def gpu_device_name() -> str:
+    """The GPU's name (e.g. 'Orin', 'NVIDIA H100 80GB HBM3'), or '' when no CUDA binding can tell."""
+    try:
+        from cuda.bindings import runtime as cudart
+    except ImportError:
+        try:
+            from cuda import cudart
+        except ImportError:
+            cudart = None
+    if cudart is not None:
+        err, props = cudart.cudaGetDeviceProperties(0)
+        if int(err) == 0:
+            name = props.name
+            return (name.decode(errors="replace") if isinstance(name, bytes) else str(name)).rstrip("\x00")
+    try:
+        import pycuda.autoinit  # noqa: F401
+        import pycuda.driver as cuda
+
+        return cuda.Device(0).name()
+    except ImportError:
+        return ""
+
+
 class DeviceBuffer:
     """One device allocation (calibration batches, engine inputs and outputs), through cuda-python or pycuda."""
 

@@ -42,6 +42,24 @@ def available_providers() -> list[str]:
     return ort.get_available_providers()
 
 
+def onnxruntime_conflict() -> str | None:
+    """onnxruntime and onnxruntime-gpu install the same ``onnxruntime`` package: with both present the CPU
+    build can win and the GPU providers vanish without a word. A fix to tell the user, or None."""
+    from importlib import metadata
+
+    installed = set()
+    for dist in ("onnxruntime", "onnxruntime-gpu"):
+        try:
+            metadata.version(dist)
+            installed.add(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    if installed == {"onnxruntime", "onnxruntime-gpu"} and "CUDAExecutionProvider" not in available_providers():
+        return ("both onnxruntime and onnxruntime-gpu are installed and the CPU build won: run "
+                "'pip uninstall -y onnxruntime onnxruntime-gpu && pip install onnxruntime-gpu'")
+    return None
+
+
 def choose_providers(requested: list[str] | None = None) -> list[str]:
     """``requested`` (short names like 'cuda' or full provider names) checked against what this
     onnxruntime has; by default every available one of TensorRT > CUDA > CPU."""
@@ -52,8 +70,9 @@ def choose_providers(requested: list[str] | None = None) -> list[str]:
     for name in requested:
         full = PROVIDER_ALIASES.get(name.strip().lower(), name.strip())
         if full not in available:
+            fix = onnxruntime_conflict() or "for CUDA/TensorRT install fer-engine[gpu]"
             raise FerError(f"execution provider '{name}' is not available in this onnxruntime "
-                           f"(available: {', '.join(available)}); for CUDA/TensorRT install fer-engine[gpu]")
+                           f"(available: {', '.join(available)}); {fix}")
         chosen.append(full)
     return chosen
 
@@ -82,9 +101,14 @@ class OnnxClassifier:
         self.providers = self.session.get_providers()
         missing = [p for p in requested if p not in self.providers]
         if missing:
-            # onnxruntime-gpu silently drops CUDA/TensorRT when their libraries are missing.
-            log.warning("onnxruntime could not start %s (CUDA/cuDNN/TensorRT libraries missing?): running on %s",
-                        ", ".join(missing), self.providers[0])
+            # onnxruntime-gpu silently drops CUDA/TensorRT when their libraries are missing. Without TensorRT's
+            # libraries CUDA still runs: worth a note, not a warning on every start of a GPU server.
+            on_gpu = self.providers[0] != "CPUExecutionProvider"
+            (log.info if on_gpu else log.warning)(
+                "onnxruntime could not start %s (CUDA/cuDNN/TensorRT libraries missing?): running on %s",
+                ", ".join(missing), self.providers[0])
+        elif not providers and (conflict := onnxruntime_conflict()):
+            log.warning(conflict)
         self.description = f"{self.spec.model} {self.spec.precision} ONNX {self.path} ({self.providers[0]})"
 
     def predict_logits(self, pixel_values: np.ndarray) -> np.ndarray:

@@ -128,3 +128,32 @@ def test_trtexec_command_and_engine_name():
     command = trtexec_command(request, spec, "e.engine", "calib.cache")
     assert "--int8" in command and "--calib=calib.cache" in command and "--useDLACore=0" in command
     assert "--optShapes=pixel_values:8x1x48x48" in command
+
+
+def test_engine_build_key_covers_every_build_parameter(tmp_path):
+    import dataclasses
+    import json as _json
+
+    from fer_engine.export.tensorrt import build_key, engine_is_current
+
+    spec = create_model("cnn", from_config="tiny").spec
+    onnx_path = tmp_path / "m.onnx"
+    onnx_path.write_bytes(b"model one")
+    request = EngineRequest(onnx_path=onnx_path, out_dir=tmp_path, precision="int8", max_batch=16)
+    faces = np.zeros((4, 48, 48), np.uint8)
+    key = build_key(request, spec, "87", "10.3.0", "Orin", faces)
+    engine = tmp_path / request.engine_name(spec, "87")
+    engine.write_bytes(b"engine")
+    engine.with_name(engine.name + ".json").write_text(_json.dumps({"build": {"key": key}}))
+    assert engine_is_current(engine, build_key(request, spec, "87", "10.3.0", "Orin", faces.copy()))
+    changed = [
+        build_key(dataclasses.replace(request, opt_batch=4), spec, "87", "10.3.0", "Orin", faces),
+        build_key(dataclasses.replace(request, workspace_mb=512), spec, "87", "10.3.0", "Orin", faces),
+        build_key(dataclasses.replace(request, dla_core=0), spec, "87", "10.3.0", "Orin", faces),
+        build_key(request, spec, "87", "10.3.0", "Orin", faces + 1),
+        build_key(request, spec, "87", "8.6.2", "Orin", faces),
+        build_key(request, spec, "87", "10.3.0", "Jetson AGX Orin", faces),
+    ]
+    assert not any(engine_is_current(engine, k) for k in changed)
+    onnx_path.write_bytes(b"model two")  # same name and settings, other content
+    assert not engine_is_current(engine, build_key(request, spec, "87", "10.3.0", "Orin", faces))
