@@ -83,3 +83,21 @@ def test_pipeline_and_peers_sections(tmp_path, capsys):
 def test_user_mistakes(argv, message, capsys):
     assert fer_bench(argv + ["--tiny"]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_gpu_check_without_a_gpu_says_why_each_part_is_skipped(tmp_path, capsys):
+    import torch
+
+    from fer_engine.benchmarks import gpu_check
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is here: run the check itself")
+    out = tmp_path / "check"
+    assert gpu_check.main(["--models", "cnn", "--batch-sizes", "1", "--out", str(out), "--train-batches", "8",
+                           "--train-seconds", "0.1"]) == 0
+    report = json.loads((out / "gpu_check.json").read_text())
+    assert {r["backend"] for r in report["inference"]} == set(gpu_check.GPU_BACKENDS)
+    assert all(r["status"] == "❌" and r["reason"] for r in report["inference"])
+    assert report["training"] == [{"model": "cnn", "batch": 8, "status": "❌", "reason": "no CUDA GPU",
+                                   "images_per_s": None, "step_ms": None, "amp": ""}]
+    assert "## cnn training on the GPU" in (out / "gpu_check.md").read_text()

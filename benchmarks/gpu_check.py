@@ -1,0 +1,149 @@
+"""One prepared command for a machine with an NVIDIA GPU: what only a GPU can show, measured in one run.
+
+    python -m fer_engine.benchmarks.gpu_check --data fer2013.csv.gz --out gpu-check
+
+1. PyTorch CUDA eager fp32 and fp16 of the four architectures (cnn trained when its checkpoint is there,
+   the others full size from their configs: speed only) at batch 1, 32 and 256;
+2. ``cnn`` training throughput on the GPU (the trainer's own step: augmentation, AMP, AdamW);
+3. onnxruntime's CUDA and TensorRT execution providers and TensorRT engines, where installed.
+
+Every part that cannot run here is a row that says why (no CUDA, onnxruntime without GPU providers,
+TensorRT not installed); the run goes on. Results: ``OUT/gpu_check.json`` and ``.md`` (the same tables).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from fer_engine.cli import run_cli
+
+from . import cli_bench
+from .environment import environment, format_environment
+
+PROG = "gpu_check"
+GPU_BACKENDS = ("pytorch-fp32-cuda", "pytorch-fp16-cuda", "onnx-fp32-cuda", "onnx-fp16-cuda", "onnx-int8-trt",
+                "tensorrt-fp16", "tensorrt-int8")
+
+
+@dataclass
+class TrainRow:
+    model: str
+    batch: int
+    status: str = "✅"
+    reason: str = ""
+    images_per_s: float | None = None
+    step_ms: float | None = None
+    amp: str = ""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=f"python -m fer_engine.benchmarks.{PROG}", description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", help="FER2013 csv(.gz): accuracy rows, int8 calibration and real training batches")
+    p.add_argument("--out", default="gpu-check", help="folder for gpu_check.json and gpu_check.md (default: gpu-check)")
+    p.add_argument("--models", default=",".join(cli_bench.MODELS))
+    p.add_argument("--batch-sizes", default="1,32,256")
+    p.add_argument("--backends", default=",".join(GPU_BACKENDS), help="fer-bench backend names")
+    p.add_argument("--duration", type=float, default=2.0, help="minimum seconds of timing per row")
+    p.add_argument("--train-batches", default="128,512", help="cnn training batch sizes")
+    p.add_argument("--train-workers", type=int, default=4, help="threads preparing augmented batches (default: 4)")
+    p.add_argument("--train-seconds", type=float, default=20.0, help="timed training seconds per batch size")
+    return p
+
+
+def train_throughput(data: str | None, batch: int, seconds: float, workers: int, log) -> TrainRow:
+    """Images/s of the trainer's own step on the GPU, after warm-up, with ``fer-train``'s defaults for cnn."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return TrainRow("cnn", batch, "❌", "no CUDA GPU")
+    from fer_engine.train.trainer import TrainConfig, Trainer
+
+    if not data:
+        return TrainRow("cnn", batch, "❌", "needs --data (the trainer reads FER2013)")
+    cfg = TrainConfig(model="cnn", data=data, batch_size=batch, device="cuda", workers=workers, final_test=False)
+    trainer = Trainer(cfg, log=lambda *_: None)
+
+    def batches():
+        epoch = 0
+        while True:
+            yield from trainer.stream.epoch(epoch)
+            epoch += 1
+
+    steps, started = 0, None
+    trainer.module.train()
+    for x, y, _ in batches():
+        trainer._train_step(x, y)
+        steps += 1
+        if steps == 10:  # warm-up: cuDNN autotuning, allocator
+            torch.cuda.synchronize()
+            started, steps = time.perf_counter(), 0
+        elif started and time.perf_counter() - started >= seconds:
+            torch.cuda.synchronize()
+            break
+    elapsed = time.perf_counter() - started
+    log(f"train cnn batch {batch}: {steps * batch / elapsed:,.0f} images/s")
+    return TrainRow("cnn", batch, images_per_s=steps * batch / elapsed, step_ms=1000 * elapsed / steps,
+                    amp=str(trainer.amp).replace("torch.", ""))
+
+
+def train_markdown(rows: list[TrainRow]) -> str:
+    lines = ["| model | batch | images/s | ms/step | amp | status |", "| --- | ---: | ---: | ---: | --- | --- |"]
+    for r in rows:
+        rate = f"{r.images_per_s:,.0f}" if r.images_per_s else ""
+        step = f"{r.step_ms:.1f}" if r.step_ms else ""
+        lines.append(f"| {r.model} | {r.batch} | {rate} | {step} | {r.amp} | {r.status} {r.reason} |")
+    return "\n".join(lines)
+
+
+def run(args) -> int:
+    def log(message: str) -> None:
+        print(f"{PROG}: {message}", file=sys.stderr, flush=True)
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    env = environment(None)
+    try:
+        import torch
+
+        env["torch"], env["torch_cuda"] = torch.__version__, torch.version.cuda
+        env["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else env.get("gpu")
+    except ImportError:
+        env["torch"] = None
+    bench_args = cli_bench.build_parser().parse_args(
+        ["--models", args.models, "--backends", args.backends, "--batch-sizes", args.batch_sizes,
+         "--duration", str(args.duration), "--work-dir", str(out / "work")] + (["--data", args.data] if args.data else []))
+    splits = cli_bench.load_splits(args.data)
+    rows = []
+    for case in cli_bench.make_cases(bench_args, out / "work"):
+        log(f"{case.name}: {case.source}")
+        rows += cli_bench.bench_case(case, cli_bench.choose_backends(bench_args), [int(b) for b in
+                                     args.batch_sizes.split(",")], bench_args, splits, log)
+    train_rows = []
+    for batch in (int(b) for b in args.train_batches.split(",")):
+        try:
+            train_rows.append(train_throughput(args.data, batch, args.train_seconds, args.train_workers, log))
+        except Exception as exc:  # a failing row says why; the check goes on
+            train_rows.append(TrainRow("cnn", batch, "❌", f"{type(exc).__name__}: {exc}"))
+    report = ("## Environment\n\n" + format_environment(env) + "\n\n## Inference\n\n" + cli_bench.markdown(rows)
+              + "\n\n## cnn training on the GPU\n\n" + train_markdown(train_rows) + "\n")
+    print(report)
+    (out / "gpu_check.md").write_text(report)
+    (out / "gpu_check.json").write_text(json.dumps(
+        {"environment": env, "inference": [asdict(r) for r in rows], "training": [asdict(r) for r in train_rows]},
+        indent=2, default=str))
+    log(f"wrote {out / 'gpu_check.md'} and {out / 'gpu_check.json'}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_cli(lambda: run(args), PROG)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
