@@ -135,11 +135,12 @@ class Pipeline:
         self.config = config or PipelineConfig()
         if not sources:
             raise FerError("no source: pass --camera, --video, --url, --gst or --images")
-        self.recognizer = recognizer or Recognizer(self.config.recognizer)
+        # Sources first: a camera that isn't there is reported before the model and detector load (or download).
         self.sources: list[FrameSource] = []
         try:
             for source in sources:
                 self.sources.append(source.open() if isinstance(source, SourceSpec) else source)
+            self.recognizer = recognizer or Recognizer(self.config.recognizer)
         except BaseException:
             self.close_sources()
             raise

@@ -397,6 +397,7 @@ def test_yunet_download_is_checked_by_checksum(tmp_path, monkeypatch):
 # ---- user mistakes: one clear line, exit 2 -------------------------------------------------------------
 @pytest.mark.parametrize("argv, message", [
     (["--camera", "7"], "cannot open camera 7"),
+    (["--camera", "7", "--model", "{notonnx}", "--detector-model", "/no/such/yunet.onnx"], "cannot open camera 7"),
     (["--video", "missing.mp4"], "video file not found"),
     (["--video", "{notavideo}"], "cannot read video"),
     (["--images", "nowhere/*.jpg"], "no images found"),
