@@ -162,7 +162,7 @@ def build_engine(request: EngineRequest, spec, calibration: np.ndarray | None = 
     tmp = engine_path.with_name(engine_path.name + ".partial")
     tmp.write_bytes(bytes(serialized))
     tmp.replace(engine_path)
-    meta = spec.to_metadata() | {"precision": request.precision}
+    meta = {**spec.to_metadata(), "precision": request.precision}
     meta["build"] = {"onnx": str(request.onnx_path), "max_batch": request.max_batch, "key": key}
     meta_path.write_text(json.dumps(meta, indent=2))
     return engine_path

@@ -65,8 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--json", metavar="PATH", help="JSON Lines, one object per frame")
     o.add_argument("--csv", metavar="PATH", help="CSV, one row per face")
     o.add_argument("--stats", metavar="PATH", help="write the end-of-run summary as JSON")
-    o.add_argument("--display", action=argparse.BooleanOptionalAction, default=None,
+    o.add_argument("--display", action="store_true", default=None,
                    help="show a window (default: on where a display exists); q or Esc quits")
+    o.add_argument("--no-display", dest="display", action="store_false", help="never show a window")
     o.add_argument("--no-render", action="store_true", help="analytics only: draw nothing")
     o.add_argument("--realtime", action="store_true", help="read files at their frame rate, dropping frames when behind")
     o.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")

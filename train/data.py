@@ -33,10 +33,10 @@ SPLIT_ALIASES = {
     "validation": "PublicTest",
     "privatetest": "PrivateTest", "private_test": "PrivateTest", "test": "PrivateTest",
 }
-LABEL_ALIASES = {name: name for name in LABELS} | {
+LABEL_ALIASES = {**{name: name for name in LABELS}, **{
     "anger": "angry", "disgusted": "disgust", "fearful": "fear", "happiness": "happy",
     "sadness": "sad", "surprised": "surprise",
-}
+}}
 PREFIX_SPLIT = re.compile(r"^(Training|PublicTest|PrivateTest)_", re.IGNORECASE)
 
 
