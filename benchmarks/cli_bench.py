@@ -217,18 +217,26 @@ def write_png(rows: list[Row], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     ok = [r for r in rows if r.status == "✅"]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
+    groups = list(dict.fromkeys((r.model, r.backend) for r in ok))  # one bar group per model and backend
+    batches = sorted({r.batch for r in ok})
+    fig, (left, right) = plt.subplots(1, 2, figsize=(14, max(5.0, 0.32 * len(groups) * max(1, len(batches)) ** 0.5)),
+                                      gridspec_kw={"width_ratios": [1, 1.3]})
     for r in ok:
         acc = r.accuracy.get("PrivateTest", {}).get("accuracy")
         if acc is not None and r.batch == 1:
             left.scatter(r.p50_ms, acc * 100)
             left.annotate(f"{r.model} {r.backend}", (r.p50_ms, acc * 100), fontsize=7)
-    left.set(xlabel="p50 latency at batch 1 (ms)", ylabel="PrivateTest accuracy (%)", title="accuracy vs latency",
-             xscale="log")
-    labels = [f"{r.model}\n{r.backend}\nb{r.batch}" for r in ok]
-    right.barh(range(len(ok)), [r.faces_per_s for r in ok])
-    right.set_yticks(range(len(ok)), labels, fontsize=6)
-    right.set(xlabel="faces/s", title="throughput", xscale="log")
+    left.set(xlabel="p50 latency at batch 1 (ms)", ylabel="PrivateTest accuracy (%)",
+             title="accuracy vs latency (trained weights only)", xscale="log")
+    height = 0.8 / max(1, len(batches))
+    rate = {(r.model, r.backend, r.batch): r.faces_per_s for r in ok}
+    for k, batch in enumerate(batches):
+        y = [i + (k - (len(batches) - 1) / 2) * height for i in range(len(groups))]
+        right.barh(y, [rate.get((m, b, batch), 0) for m, b in groups], height=height, label=f"batch {batch}")
+    right.set_yticks(range(len(groups)), [f"{m} {b}" for m, b in groups], fontsize=8)
+    right.invert_yaxis()
+    right.legend(fontsize=8)
+    right.set(xlabel="faces/s (log)", title="throughput per model and backend", xscale="log")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
