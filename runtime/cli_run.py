@@ -47,7 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"model file (.onnx, .engine, .plan), shipped model name (default {DEFAULT_MODEL}), or a model "
                         "on a Triton server: triton://HOST:8001/NAME (gRPC) or triton+http://HOST:8000/NAME")
     m.add_argument("--providers", help="onnxruntime providers in order, e.g. cuda,cpu (default: TensorRT > CUDA > CPU)")
-    m.add_argument("--threads", type=int, help="classifier threads (default: onnxruntime's choice)")
+    m.add_argument("--threads", type=int,
+                   help="classifier threads (default: the cores the detector leaves, at least 1)")
+    m.add_argument("--detector-threads", type=int,
+                   help="OpenCV threads for detection (default: half the cores, at least 1)")
     m.add_argument("--max-batch", type=int, default=32, help="most faces per inference call (default 32)")
     m.add_argument("--max-wait-ms", type=float, default=2.0, help="how long a batch waits for more faces (default 2)")
 
@@ -151,7 +154,8 @@ def run(args) -> int:
             model=args.model, providers=providers, threads=args.threads, align=args.align,
             detector=DetectorConfig(args.detector, args.detector_model, args.detect_scale, args.min_face)),
         detect_every=args.detect_every, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
-        smooth=args.smooth, render=not args.no_render and bool(args.output or display), realtime=args.realtime)
+        smooth=args.smooth, render=not args.no_render and bool(args.output or display), realtime=args.realtime,
+        detector_threads=args.detector_threads)
     pipeline = Pipeline(source_specs(args), config)
     try:
         pipeline.sinks = open_sinks(args, pipeline)

@@ -16,7 +16,9 @@ its error; no stage can block forever, because every queue operation wakes up to
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
 import queue
 import threading
 import time
@@ -51,6 +53,10 @@ class PipelineConfig:
     render: bool = True  # draw results on frames (needed for --output and the window)
     realtime: bool = False  # read files at their frame rate and drop frames like a live source
     queue_size: int = 8
+    # Detection and classification run at the same time on their own threads: each library gets a share of
+    # the cores instead of both spreading over all of them and contending (measured in benchmarks/RESULTS.md).
+    # None = half the cores for OpenCV (the detector), the rest for the classifier unless its threads are set.
+    detector_threads: int | None = None
 
     def __post_init__(self) -> None:
         if self.detect_every < 1:
@@ -59,8 +65,16 @@ class PipelineConfig:
             raise FerError(f"--max-batch must be 1 or more, got {self.max_batch}")
         if self.max_wait_ms < 0:
             raise FerError(f"--max-wait-ms cannot be negative, got {self.max_wait_ms}")
+        if self.detector_threads is not None and self.detector_threads < 1:
+            raise FerError(f"--detector-threads must be 1 or more, got {self.detector_threads}")
         if not 0.0 <= self.smooth < 1.0:
             raise FerError(f"--smooth must be in [0, 1), got {self.smooth}")
+
+    def thread_split(self, cores: int | None = None) -> tuple[int, int | None]:
+        """(OpenCV threads for the detector, classifier threads) for this many cores."""
+        cores = cores or os.cpu_count() or 2
+        detector = self.detector_threads or max(1, cores // 2)
+        return detector, self.recognizer.threads or max(1, cores - detector)
 
 
 class FrameMux:
@@ -140,7 +154,9 @@ class Pipeline:
         try:
             for source in sources:
                 self.sources.append(source.open() if isinstance(source, SourceSpec) else source)
-            self.recognizer = recognizer or Recognizer(self.config.recognizer)
+            self.detector_threads, classifier_threads = self.config.thread_split()
+            self.recognizer = recognizer or Recognizer(
+                dataclasses.replace(self.config.recognizer, threads=classifier_threads))
         except BaseException:
             self.close_sources()
             raise
@@ -353,6 +369,11 @@ class Pipeline:
 
     # ---- running -------------------------------------------------------------------------------------
     def start(self) -> None:
+        import cv2
+
+        # OpenCV's thread count is process-wide: set for the run, given back in finish().
+        self._cv_threads = cv2.getNumThreads()
+        cv2.setNumThreads(self.detector_threads)
         size = self.config.queue_size
         mux = FrameMux([s.live or self.config.realtime for s in self.sources], size, self._stopped)
         self._mux = mux
@@ -385,6 +406,7 @@ class Pipeline:
             self.summary.dropped = sum(self._mux.dropped)
             self.summary.corrupt = sum(getattr(s, "corrupt", 0) for s in self.sources)
             self.summary.latency_ms = self.times.percentiles()
+            self._restore_cv_threads()
             self.close_sources()
             self.close_sinks()
         if self._error is not None:
@@ -423,6 +445,13 @@ class Pipeline:
         finally:
             self._stopped.set()  # the caller stopped iterating, or the run ended
             self.finish()
+
+    def _restore_cv_threads(self) -> None:
+        if getattr(self, "_cv_threads", None) is not None:
+            import cv2
+
+            cv2.setNumThreads(self._cv_threads)
+            self._cv_threads = None
 
     def close_sources(self) -> None:
         for source in self.sources:

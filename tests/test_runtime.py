@@ -116,6 +116,24 @@ def test_track_ids_follow_the_same_face_across_frames(fer_video, tmp_path):
     assert sum(len(ids) for ids in track_of_cell.values()) <= len(track_of_cell) + 3, track_of_cell
 
 
+def test_detector_and_classifier_share_the_cores(drawn_video):
+    assert PipelineConfig().thread_split(2) == (1, 1)
+    assert PipelineConfig().thread_split(16) == (8, 8)
+    assert PipelineConfig(detector_threads=3).thread_split(16) == (3, 13)
+    assert PipelineConfig(recognizer=RecognizerConfig(threads=2), detector_threads=1).thread_split(2) == (1, 2)
+    with pytest.raises(FerError, match="--detector-threads must be 1 or more"):
+        PipelineConfig(detector_threads=0)
+    before = cv2.getNumThreads()
+    config = PipelineConfig(recognizer=RecognizerConfig(detector=DetectorConfig("haar")), detector_threads=1,
+                            render=False)
+    pipeline = Pipeline([SourceSpec("video", str(drawn_video))], config)
+    seen = []
+    pipeline.on_result = lambda result: seen.append(cv2.getNumThreads())
+    pipeline.run()
+    assert seen and set(seen) == {1}  # OpenCV's pool is process-wide: set for the run...
+    assert cv2.getNumThreads() == before  # ...and given back
+
+
 def test_drawn_video_runs_end_to_end_with_every_frame(drawn_video, tmp_path):
     out = tmp_path / "out.jsonl"
     assert fer_run(["--video", str(drawn_video), "--json", str(out), "--detector", "haar", "--no-render", "-q"]) == 0
