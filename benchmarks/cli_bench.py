@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import sys
 import tempfile
 import time
@@ -63,7 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backends", help="comma-separated backend names (default: every one; see --list-backends)")
     p.add_argument("--list-backends", action="store_true")
     p.add_argument("--batch-sizes", default="1,8,32")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int,
+                   help="classifier threads (default: every core for classifier rows; for --pipeline, fer-run's "
+                        "own split of the cores between detector and classifier)")
     p.add_argument("--duration", type=float, default=2.0, help="minimum seconds of timing per row")
     p.add_argument("--data", help="FER2013 csv(.gz): accuracy on PublicTest/PrivateTest, int8 calibration, test video")
     p.add_argument("--quick", action="store_true", help="a small matrix that finishes in about a minute")
@@ -154,7 +157,7 @@ def bench_case(case: Case, backends: list, batches: list[int], args, splits: dic
             log(f"{case.name} {backend.name}: skipped ({reason})")
             continue
         try:
-            runner = backend.load(case, args.threads)
+            runner = backend.load(case, args.threads or os.cpu_count())
         except Exception as exc:  # noqa: BLE001 - a backend that fails is a row, and the run goes on
             rows.append(Row(**base, batch=0, status="❌", reason=f"{type(exc).__name__}: {exc}".splitlines()[0]))
             log(f"{case.name} {backend.name}: ❌ {rows[-1].reason}")
@@ -261,7 +264,7 @@ def run(args) -> int:
         batches = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
     except ValueError:
         raise FerError(f"--batch-sizes takes numbers like 1,8,32, got '{args.batch_sizes}'") from None
-    env = environment(args.threads)
+    env = environment(args.threads or os.cpu_count())
     results: dict = {"command": getattr(args, "command", PROG), "environment": env}
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="fer-bench-") as tmp:
@@ -284,7 +287,7 @@ def run(args) -> int:
             results["pipeline"] = pipeline_bench.bench(args.data, args.video, None, args.threads, args.quick, print,
                                                        frames=120 if args.quick else 300)
         if args.peers:
-            results["peers"] = bench_peers(args.data, args.threads)
+            results["peers"] = bench_peers(args.data, args.threads or os.cpu_count())
     results["seconds"] = round(time.perf_counter() - started, 1)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2, default=str))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -163,6 +164,9 @@ def markdown(rows: list[Row], title: str) -> str:
 def bench(data: str | None, video: str | None, model: str | None, threads: int | None, quick: bool = False,
           out=print, frames: int = 300, tilt: float = 0.0) -> dict:
     """Runs every row on a generated (or given) video and prints Markdown tables through ``out``."""
+    detector_threads, classifier_threads = PipelineConfig(recognizer=RecognizerConfig(threads=threads)).thread_split()
+    out(f"fer-run rows: detector {detector_threads} OpenCV thread(s), classifier {classifier_threads} onnxruntime "
+        f"thread(s) of {os.cpu_count()} cores; the seed-style loop's classifier: onnxruntime's default\n")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         if data:
