@@ -26,19 +26,24 @@ def import_tensorrt():
     return trt
 
 
-def gpu_compute_capability() -> str:
-    """e.g. '87' for a Jetson Orin, '90' for an H100."""
+def _device_properties():
+    """cudaGetDeviceProperties(0) through cuda-python, or None without it (or without a GPU)."""
     try:
         from cuda.bindings import runtime as cudart  # cuda-python >= 12.6
     except ImportError:
         try:
             from cuda import cudart  # older cuda-python
         except ImportError:
-            cudart = None
-    if cudart is not None:
-        err, props = cudart.cudaGetDeviceProperties(0)
-        if int(err) == 0:
-            return f"{props.major}{props.minor}"
+            return None
+    err, props = cudart.cudaGetDeviceProperties(0)
+    return props if int(err) == 0 else None
+
+
+def gpu_compute_capability() -> str:
+    """e.g. '87' for a Jetson Orin, '90' for an H100."""
+    props = _device_properties()
+    if props is not None:
+        return f"{props.major}{props.minor}"
     try:
         out = subprocess.run(["nvidia-smi", "--query-gpu=compute_cap", "--format=csv,noheader"],
                              capture_output=True, text=True, timeout=10, check=True).stdout.split()
@@ -57,18 +62,10 @@ def gpu_compute_capability() -> str:
 
 def gpu_device_name() -> str:
     """The GPU's name (e.g. 'Orin', 'NVIDIA H100 80GB HBM3'), or '' when no CUDA binding can tell."""
-    try:
-        from cuda.bindings import runtime as cudart
-    except ImportError:
-        try:
-            from cuda import cudart
-        except ImportError:
-            cudart = None
-    if cudart is not None:
-        err, props = cudart.cudaGetDeviceProperties(0)
-        if int(err) == 0:
-            name = props.name
-            return (name.decode(errors="replace") if isinstance(name, bytes) else str(name)).rstrip("\x00")
+    props = _device_properties()
+    if props is not None:
+        name = props.name
+        return (name.decode(errors="replace") if isinstance(name, bytes) else str(name)).rstrip("\x00")
     try:
         import pycuda.autoinit  # noqa: F401
         import pycuda.driver as cuda

@@ -15,7 +15,7 @@ import numpy as np
 from fer_engine.errors import FerError
 from fer_engine.spec import ModelSpec
 
-from .preprocess import faces_to_pixel_values, softmax
+from .preprocess import probs_of
 
 METADATA_KEY = "fer"
 # Fastest first: onnxruntime tries them in this order and uses the first that can run each node.
@@ -117,10 +117,6 @@ class OnnxClassifier:
     def predict_probs(self, faces, *, batch_size: int = 256, tta: bool = False) -> np.ndarray:
         chunks = []
         for start in range(0, len(faces), batch_size):
-            x = faces_to_pixel_values(faces[start:start + batch_size], self.spec)
-            probs = softmax(self.predict_logits(x))
-            if tta:
-                probs = (probs + softmax(self.predict_logits(np.ascontiguousarray(x[..., ::-1])))) / 2
-            chunks.append(probs)
+            chunks.append(probs_of(self.predict_logits, faces[start:start + batch_size], self.spec, tta))
         return np.concatenate(chunks) if chunks else np.zeros((0, len(self.spec.labels)), np.float32)
 

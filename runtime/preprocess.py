@@ -28,3 +28,13 @@ def faces_to_pixel_values(faces: np.ndarray | list, spec: ModelSpec) -> np.ndarr
 def softmax(logits: np.ndarray) -> np.ndarray:
     shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
     return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+def probs_of(predict_logits, faces, spec: ModelSpec, tta: bool = False) -> np.ndarray:
+    """Softmax probabilities of ``faces`` through a backend's ``predict_logits``; ``tta`` averages in the
+    mirrored faces."""
+    x = faces_to_pixel_values(faces, spec)
+    probs = softmax(predict_logits(x))
+    if tta:
+        probs = (probs + softmax(predict_logits(np.ascontiguousarray(x[..., ::-1])))) / 2
+    return probs

@@ -16,7 +16,7 @@ from fer_engine.errors import FerError
 from fer_engine.spec import ModelSpec
 
 from .cuda import DeviceBuffer, import_tensorrt
-from .preprocess import faces_to_pixel_values, softmax
+from .preprocess import probs_of
 
 
 def read_engine_spec(path: Path) -> tuple[ModelSpec, dict]:
@@ -69,8 +69,4 @@ class TensorRTClassifier:
         return np.concatenate(outputs)
 
     def predict_probs(self, faces, *, batch_size: int = 256, tta: bool = False) -> np.ndarray:
-        x = faces_to_pixel_values(faces, self.spec)
-        probs = softmax(self.predict_logits(x))
-        if tta:
-            probs = (probs + softmax(self.predict_logits(np.ascontiguousarray(x[..., ::-1])))) / 2
-        return probs
+        return probs_of(self.predict_logits, faces, self.spec, tta)

@@ -20,7 +20,7 @@ import numpy as np
 from fer_engine.errors import FerError
 from fer_engine.spec import ModelSpec, did_you_mean
 
-from .preprocess import faces_to_pixel_values, softmax
+from .preprocess import probs_of
 
 FER_PARAMETER = "fer"
 # scheme → (protocol, default port)
@@ -170,11 +170,7 @@ class TritonClassifier:
         return np.concatenate(outputs)
 
     def predict_probs(self, faces, *, batch_size: int = 256, tta: bool = False) -> np.ndarray:
-        x = faces_to_pixel_values(faces, self.spec)
-        probs = softmax(self.predict_logits(x))
-        if tta:
-            probs = (probs + softmax(self.predict_logits(np.ascontiguousarray(x[..., ::-1])))) / 2
-        return probs
+        return probs_of(self.predict_logits, faces, self.spec, tta)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -3,6 +3,7 @@ from __future__ import annotations
 import csv
 import gzip
 import os
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -56,3 +57,16 @@ def write_csv(path: Path, n: int = 70, rows: list[list[str]] | None = None, head
 @pytest.fixture
 def tiny_csv(tmp_path) -> Path:
     return write_csv(tmp_path / "fer2013.csv", n=70)
+
+
+def import_blocker(*blocked: str) -> str:
+    """Python source that makes importing any of ``blocked`` (top-level names) fail: run it first in a
+    subprocess to show that code works without them."""
+    return textwrap.dedent(f"""
+        import sys
+        class Block:
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in {blocked!r}:
+                    raise ImportError(f"{{name}} is blocked: this must work without it", name=name)
+        sys.meta_path.insert(0, Block())
+    """)

@@ -67,15 +67,9 @@ def test_builder_cli_is_torch_and_onnx_free():
     import sys
     import textwrap
 
-    from conftest import REPO
+    from conftest import REPO, import_blocker
 
-    script = textwrap.dedent("""
-        import sys
-        class Block:
-            def find_spec(self, name, path=None, target=None):
-                if name.split(".")[0] in ("torch", "transformers", "optimum", "onnx"):
-                    raise ImportError(f"{name} is blocked: the engine builder must run on the runtime-only install")
-        sys.meta_path.insert(0, Block())
+    script = import_blocker("torch", "transformers", "optimum", "onnx") + textwrap.dedent("""
         from fer_engine.export import build_engine
         sys.exit(build_engine.main(["--dry-run"]))
     """)

@@ -7,16 +7,9 @@ import textwrap
 import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import REPO, import_blocker
 
-BLOCKER = textwrap.dedent("""
-    import sys
-    class Block:
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in ("torch", "transformers", "optimum", "torchvision"):
-                raise ImportError(f"{name} is blocked: the runtime must stay torch-free")
-    sys.meta_path.insert(0, Block())
-""")
+BLOCKER = import_blocker("torch", "transformers", "optimum", "torchvision")
 
 
 def test_runtime_runs_an_onnx_model_without_torch(tmp_path):

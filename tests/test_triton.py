@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import REPO, import_blocker
 from fer_engine.errors import FerError
 from fer_engine.export.cli_export import main as fer_export
 from fer_engine.export.triton_repo import TritonOptions, model_config, write_model, write_repository
@@ -200,13 +200,7 @@ def test_an_unreachable_server_gets_one_clear_line(scheme):
 
 
 def test_missing_tritonclient_says_how_to_install_it():
-    script = textwrap.dedent("""
-        import sys
-        class Block:
-            def find_spec(self, name, path=None, target=None):
-                if name.split(".")[0] == "tritonclient":
-                    raise ImportError(f"No module named {name!r}", name=name)
-        sys.meta_path.insert(0, Block())
+    script = import_blocker("tritonclient") + textwrap.dedent("""
         from fer_engine.errors import FerError
         from fer_engine.runtime.backends import load_classifier
         try:
