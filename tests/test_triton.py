@@ -332,6 +332,20 @@ def test_fer_run_on_triton_gives_the_local_results(triton_server, tmp_path):
         assert max(abs(probs[k] - probs2[k]) for k in probs) < 1e-4
 
 
+def test_fer_eval_scores_a_served_model_like_the_local_file(triton_server, tmp_path, capsys):
+    from conftest import write_csv
+    from fer_engine.train import cli_eval
+
+    csv_path = write_csv(tmp_path / "fer.csv", n=70)
+    reports = {}
+    for name, model in [("local", str(INT8)), ("triton", f"triton://127.0.0.1:{triton_server['grpc']}/cnn_int8")]:
+        out = tmp_path / f"{name}.json"
+        assert cli_eval.main([model, "--data", str(csv_path), "--split", "PublicTest", "--json", str(out)]) == 0
+        reports[name] = json.loads(out.read_text())
+    assert reports["triton"]["accuracy"] == reports["local"]["accuracy"]
+    assert reports["triton"]["confusion"] == reports["local"]["confusion"]
+
+
 @pytest.mark.parametrize("model, message", [
     ("cnn_int9", "model 'cnn_int9' is not loaded on the Triton server .* Did you mean 'cnn_int8'"),
     ("no_fer", "has no 'fer' parameter"),

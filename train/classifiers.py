@@ -1,8 +1,8 @@
 """What ``fer-eval`` (and later ``fer-bench``) can evaluate, chosen by the kind of path.
 
 Each loader returns a ``Classifier``: its ``spec`` and ``predict_probs(faces)`` for uint8 gray faces.
-A checkpoint folder runs in PyTorch; exported files (``.onnx``, engines) register their own loader here
-when the export side provides them.
+A checkpoint folder runs in PyTorch; ``.onnx`` files in onnxruntime; TensorRT engines and ``triton://``
+URLs through the runtime's backends.
 """
 
 from __future__ import annotations
@@ -57,11 +57,21 @@ def _load_onnx(path: Path, device: str) -> Classifier:
     return OnnxClassifier(path, providers=providers)
 
 
+def _load_runtime(model: str | Path, device: str) -> Classifier:
+    """TensorRT engines and models on a Triton server, through the runtime's backend registry."""
+    from fer_engine.runtime.backends import load_classifier as load_runtime_classifier
+
+    return load_runtime_classifier(str(model))
+
+
 # Suffix of the path -> loader; "" is a folder (a fer-train checkpoint).
-LOADERS: dict[str, Callable[[Path, str], Classifier]] = {"": _load_checkpoint_folder, ".onnx": _load_onnx}
+LOADERS: dict[str, Callable[[Path, str], Classifier]] = {
+    "": _load_checkpoint_folder, ".onnx": _load_onnx, ".engine": _load_runtime, ".plan": _load_runtime}
 
 
 def load_classifier(path: str | Path, device: str = "auto") -> Classifier:
+    if "://" in str(path):  # a served model, e.g. triton://host:8001/cnn_int8
+        return _load_runtime(str(path), device)
     path = Path(path)
     if not path.exists():
         raise FerError(f"model not found: {path}")
