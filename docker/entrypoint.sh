@@ -4,7 +4,8 @@
 # The engine is built on this device, into the cache volume (FER_ENGINE_DIR, default /cache/engines), by the
 # torch-free builder `python -m fer_engine.export.build_engine`. The builder names engines by model, batch
 # range, precision, DLA core and GPU compute capability (cnn_b1-32_fp16_sm87.engine) and reuses one whose
-# metadata records the same TensorRT version and ONNX file mtime, so later starts skip the build.
+# recorded build key matches (ONNX sha256, shapes, precision, workspace, DLA core, calibration faces,
+# TensorRT version, GPU), so later starts skip the build.
 #
 # Settings (environment variables):
 #   FER_TENSORRT=0          run the ONNX model on onnxruntime instead (no engine)
