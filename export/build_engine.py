@@ -10,8 +10,9 @@ device that will run it, with the same builder (:func:`fer_engine.export.tensorr
     python -m fer_engine.export.build_engine --onnx cnn --dry-run                   # the trtexec command only
 
 Progress goes to stderr; the engine's path is the only line on stdout, so scripts can take it with
-``ENGINE=$(python -m fer_engine.export.build_engine ...)``. An engine already built for the same model, batch
-range, precision, DLA core, GPU (compute capability), TensorRT version and ONNX file (its mtime) is reused.
+``ENGINE=$(python -m fer_engine.export.build_engine ...)``. An engine is reused only when its recorded build
+key matches (``export.tensorrt.build_key``: ONNX content, shapes, precision, workspace, DLA core, calibration
+faces, TensorRT version, GPU).
 """
 
 from __future__ import annotations
