@@ -7,6 +7,7 @@ is actually chosen.
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 
 import numpy as np
@@ -51,9 +52,9 @@ def gpu_compute_capability() -> str:
     except (OSError, subprocess.SubprocessError, IndexError):
         pass
     try:  # Jetson boards have no nvidia-smi; pycuda is common there
-        import pycuda.autoinit  # noqa: F401
         import pycuda.driver as cuda
 
+        cuda.init()
         major, minor = cuda.Device(0).compute_capability()
         return f"{major}{minor}"
     except ImportError:
@@ -67,9 +68,9 @@ def gpu_device_name() -> str:
         name = props.name
         return (name.decode(errors="replace") if isinstance(name, bytes) else str(name)).rstrip("\x00")
     try:
-        import pycuda.autoinit  # noqa: F401
         import pycuda.driver as cuda
 
+        cuda.init()
         return cuda.Device(0).name()
     except ImportError:
         return ""
@@ -90,13 +91,26 @@ class DeviceBuffer:
                 raise FerError(f"cudaMalloc of {nbytes} bytes failed: {err}")
         except ImportError:
             try:
-                import pycuda.autoinit  # noqa: F401
                 import pycuda.driver as cuda
             except ImportError:
                 raise FerError("TensorRT needs cuda-python (pip install cuda-python) or pycuda to move data to the GPU") from None
+            # The device's primary context, the one TensorRT (CUDA runtime) uses on every thread; pycuda.autoinit
+            # would make a context of its own, current only on the importing thread, and fer-run infers on
+            # another thread.
+            cuda.init()
             self._cudart, self._pycuda = None, cuda
-            self._alloc = cuda.mem_alloc(nbytes)
+            self._context = cuda.Device(0).retain_primary_context()
+            with self._current():
+                self._alloc = cuda.mem_alloc(nbytes)
             self.ptr = int(self._alloc)
+
+    @contextlib.contextmanager
+    def _current(self):
+        self._context.push()
+        try:
+            yield
+        finally:
+            self._pycuda.Context.pop()
 
     def upload(self, host: np.ndarray) -> int:
         host = np.ascontiguousarray(host, np.float32)
@@ -104,7 +118,8 @@ class DeviceBuffer:
             kind = self._cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
             self._cudart.cudaMemcpy(self.ptr, host.ctypes.data, host.nbytes, kind)
         else:
-            self._pycuda.memcpy_htod(self._alloc, host)
+            with self._current():
+                self._pycuda.memcpy_htod(self._alloc, host)
         return int(self.ptr)
 
     def download(self, host: np.ndarray) -> np.ndarray:
@@ -113,5 +128,6 @@ class DeviceBuffer:
             kind = self._cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
             self._cudart.cudaMemcpy(host.ctypes.data, self.ptr, host.nbytes, kind)
         else:
-            self._pycuda.memcpy_dtoh(host, self._alloc)
+            with self._current():
+                self._pycuda.memcpy_dtoh(host, self._alloc)
         return host

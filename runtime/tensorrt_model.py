@@ -41,10 +41,11 @@ class TensorRTClassifier:
         self._trt = trt
         logger = trt.Logger(trt.Logger.WARNING)
         self.engine = trt.Runtime(logger).deserialize_cuda_engine(self.path.read_bytes())
+        key = self.build.get("key", self.build)  # engines built before the build key recorded these at the top
         if self.engine is None:
             raise FerError(f"TensorRT cannot load {self.path}: engines only run on the GPU model and TensorRT "
-                           f"version that built them (built with {self.build.get('tensorrt', '?')} for "
-                           f"sm{self.build.get('sm', '?')}); rebuild it here with fer-export --tensorrt")
+                           f"version that built them (built with {key.get('tensorrt', '?')} for "
+                           f"sm{key.get('sm', '?')}); rebuild it here with fer-export --tensorrt")
         self.context = self.engine.create_execution_context()
         self.input_name, self.output_name = "pixel_values", "logits"
         self.max_batch = int(self.engine.get_tensor_profile_shape(self.input_name, 0)[2][0])

@@ -498,3 +498,51 @@ def test_streams_reconnect_with_back_off(monkeypatch):
     got = [stream.read() for _ in range(6)]
     assert all(item is not None for item in got)
     assert len(opened) == 3 and stream.reconnects == 1
+
+
+def test_pycuda_buffers_use_the_primary_context_on_any_thread(monkeypatch):
+    """TensorRT runs in the CUDA runtime's primary context on fer-run's inference thread: pycuda copies must
+    make that context current around each call (pycuda.autoinit's own context lives on one thread only)."""
+    import sys
+    import types
+
+    if __import__("importlib").util.find_spec("cuda") is not None:
+        pytest.skip("cuda-python is installed: DeviceBuffer takes that path")
+    events, stack = [], []
+
+    class Context:
+        def push(self):
+            stack.append(self)
+
+        @staticmethod
+        def pop():
+            stack.pop()
+
+    primary = Context()
+
+    def op(name):
+        def run(*args):
+            events.append((name, bool(stack) and stack[-1] is primary))
+        return run
+
+    driver = types.ModuleType("pycuda.driver")
+    driver.init = lambda: None
+    driver.Context = Context
+    driver.Device = lambda index: types.SimpleNamespace(retain_primary_context=lambda: primary)
+    driver.mem_alloc = lambda nbytes: (events.append(("alloc", bool(stack))), 4096)[1]
+    driver.memcpy_htod, driver.memcpy_dtoh = op("htod"), op("dtoh")
+    package = types.ModuleType("pycuda")
+    package.driver = driver
+    monkeypatch.setitem(sys.modules, "pycuda", package)
+    monkeypatch.setitem(sys.modules, "pycuda.driver", driver)
+
+    from fer_engine.runtime.cuda import DeviceBuffer
+
+    buffer = DeviceBuffer(64)
+    worker = threading.Thread(target=lambda: (buffer.upload(np.zeros(4, np.float32)),
+                                              buffer.download(np.zeros(4, np.float32))))
+    worker.start()
+    worker.join()
+    assert buffer.ptr == 4096 and events == [("alloc", True), ("htod", True), ("dtoh", True)]
+    assert stack == []  # every push popped
+    assert "pycuda.autoinit" not in sys.modules
