@@ -118,11 +118,11 @@ def run(args) -> int:
         ["--models", args.models, "--backends", args.backends, "--batch-sizes", args.batch_sizes,
          "--duration", str(args.duration), "--work-dir", str(out / "work")] + (["--data", args.data] if args.data else []))
     splits = cli_bench.load_splits(args.data)
+    backends, batches = cli_bench.choose_backends(bench_args), [int(b) for b in args.batch_sizes.split(",")]
     rows = []
     for case in cli_bench.make_cases(bench_args, out / "work"):
         log(f"{case.name}: {case.source}")
-        rows += cli_bench.bench_case(case, cli_bench.choose_backends(bench_args), [int(b) for b in
-                                     args.batch_sizes.split(",")], bench_args, splits, log)
+        rows += cli_bench.bench_case(case, backends, batches, bench_args, splits, log)
     train_rows = []
     for batch in (int(b) for b in args.train_batches.split(",")):
         try:

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from fer_engine.cli import run_cli
 
-DEFAULT_MAX_BATCH = 32
+from .triton_repo import DEFAULT_MAX_BATCH  # one default for TensorRT profiles and Triton's max_batch_size
+
 DEFAULT_CHECKPOINTS = {"cnn": Path("checkpoints/cnn")}
 
 

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fer_engine.errors import FerError
+from fer_engine.runtime.triton_model import FER_PARAMETER  # the client reads what this writes
 
 DEFAULT_MAX_BATCH = 32
-FER_PARAMETER = "fer"
 KINDS = {"gpu": "KIND_GPU", "cpu": "KIND_CPU"}
 # onnxruntime's element types → Triton's data types.
 ORT_TYPES = {"tensor(float)": "TYPE_FP32", "tensor(float16)": "TYPE_FP16", "tensor(double)": "TYPE_FP64",
@@ -97,6 +97,12 @@ def triton_name(path: Path) -> str:
     return re.sub(r"[^A-Za-z0-9_]+", "_", path.stem).strip("_") or "model"
 
 
+def _serving(options: TritonOptions, spec) -> dict:
+    """The ModelConfig fields that come from the options and the spec, whatever the platform."""
+    return dict(kind=KINDS[options.kind], instances=options.instances, max_queue_delay_us=options.max_queue_delay_us,
+                preferred_batch_sizes=options.preferred_batch_sizes, parameters={FER_PARAMETER: spec.to_json()})
+
+
 def _onnx_config(path: Path, name: str, options: TritonOptions) -> ModelConfig:
     import onnxruntime as ort
 
@@ -124,8 +130,7 @@ def _onnx_config(path: Path, name: str, options: TritonOptions) -> ModelConfig:
     return ModelConfig(
         name=name, platform="onnxruntime_onnx", max_batch_size=options.max_batch_size or DEFAULT_MAX_BATCH,
         inputs=tuple(tensor(a) for a in session.get_inputs()), outputs=tuple(tensor(a) for a in session.get_outputs()),
-        kind=KINDS[options.kind], instances=options.instances, max_queue_delay_us=options.max_queue_delay_us,
-        preferred_batch_sizes=options.preferred_batch_sizes, parameters={FER_PARAMETER: spec.to_json()})
+        **_serving(options, spec))
 
 
 def _engine_config(path: Path, name: str, options: TritonOptions) -> ModelConfig:
@@ -144,9 +149,7 @@ def _engine_config(path: Path, name: str, options: TritonOptions) -> ModelConfig
     return ModelConfig(
         name=name, platform="tensorrt_plan", max_batch_size=max_batch,
         inputs=(TensorConfig("pixel_values", "TYPE_FP32", (spec.channels, height, width)),),
-        outputs=(TensorConfig("logits", "TYPE_FP32", (len(spec.labels),)),),
-        kind=KINDS[options.kind], instances=options.instances, max_queue_delay_us=options.max_queue_delay_us,
-        preferred_batch_sizes=options.preferred_batch_sizes, parameters={FER_PARAMETER: spec.to_json()})
+        outputs=(TensorConfig("logits", "TYPE_FP32", (len(spec.labels),)),), **_serving(options, spec))
 
 
 def model_config(path: str | Path, options: TritonOptions | None = None, name: str | None = None) -> ModelConfig:
