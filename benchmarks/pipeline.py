@@ -104,6 +104,7 @@ def score(records: list[list[dict]], truth, labels) -> tuple[float, float]:
 CONFIGS = [
     # name, render to a video file, config changes
     ("fer-run --json --no-render (YuNet)", False, {}),
+    ("fer-run --json --no-render --detector yunet-opencv", False, {"detector": "yunet-opencv"}),
     ("fer-run --output --json (YuNet, rendering)", True, {"render": True}),
     ("fer-run --json --no-render --detect-every 2", False, {"detect_every": 2}),
     ("fer-run --json --no-render --max-batch 8", False, {"max_batch": 8}),
@@ -165,7 +166,7 @@ def bench(data: str | None, video: str | None, model: str | None, threads: int |
           out=print, frames: int = 300, tilt: float = 0.0) -> dict:
     """Runs every row on a generated (or given) video and prints Markdown tables through ``out``."""
     detector_threads, classifier_threads = PipelineConfig(recognizer=RecognizerConfig(threads=threads)).thread_split()
-    out(f"fer-run rows: detector {detector_threads} OpenCV thread(s), classifier {classifier_threads} onnxruntime "
+    out(f"fer-run rows: detector {detector_threads} thread(s), classifier {classifier_threads} onnxruntime "
         f"thread(s) of {os.cpu_count()} cores; the seed-style loop's classifier: onnxruntime's default\n")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

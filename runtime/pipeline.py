@@ -55,7 +55,8 @@ class PipelineConfig:
     queue_size: int = 8
     # Detection and classification run at the same time on their own threads: each library gets a share of
     # the cores instead of both spreading over all of them and contending (measured in benchmarks/RESULTS.md).
-    # None = half the cores for OpenCV (the detector), the rest for the classifier unless its threads are set.
+    # None = half the cores for the detector (YuNet's onnxruntime session and OpenCV), the rest for the classifier
+    # unless its threads are set.
     detector_threads: int | None = None
 
     def __post_init__(self) -> None:
@@ -71,7 +72,7 @@ class PipelineConfig:
             raise FerError(f"--smooth must be in [0, 1), got {self.smooth}")
 
     def thread_split(self, cores: int | None = None) -> tuple[int, int | None]:
-        """(OpenCV threads for the detector, classifier threads) for this many cores."""
+        """(detector threads, classifier threads) for this many cores."""
         cores = cores or os.cpu_count() or 2
         detector = self.detector_threads or max(1, cores // 2)
         return detector, self.recognizer.threads or max(1, cores - detector)
@@ -155,8 +156,10 @@ class Pipeline:
             for source in sources:
                 self.sources.append(source.open() if isinstance(source, SourceSpec) else source)
             self.detector_threads, classifier_threads = self.config.thread_split()
-            self.recognizer = recognizer or Recognizer(
-                dataclasses.replace(self.config.recognizer, threads=classifier_threads))
+            base = self.config.recognizer
+            self.recognizer = recognizer or Recognizer(dataclasses.replace(
+                base, threads=classifier_threads,
+                detector=dataclasses.replace(base.detector, threads=base.detector.threads or self.detector_threads)))
         except BaseException:
             self.close_sources()
             raise

@@ -174,6 +174,25 @@ def test_recognizer_predicts_gray_bgra_and_odd_sized_images(publictest):
 
 
 @needs_yunet
+def test_yunet_on_onnxruntime_finds_the_same_faces_as_opencv(fer_video):
+    from fer_engine.runtime.yunet import YuNetOnnx, YuNetOpenCV
+
+    ours, reference = YuNetOnnx(YUNET, threads=1), YuNetOpenCV(YUNET)
+    capture = cv2.VideoCapture(str(fer_video[0]))
+    frames = [capture.read()[1] for _ in range(10)]
+    # Half-size frames as fer-run detects on, sizes that are no multiple of 32 (padding), an empty frame.
+    images = [cv2.resize(f, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA) for f in frames]
+    images += [frames[0][:203, :301], np.zeros((100, 140, 3), np.uint8)]
+    found = 0
+    for image in images:
+        a, b = reference.detect(image), ours.detect(image)
+        assert a.shape == b.shape, (image.shape, a.shape, b.shape)
+        np.testing.assert_allclose(b, a, atol=1e-2)
+        found += len(a)
+    assert found >= 20  # pasted faces in every frame, most of them found: the comparison is not of empty sets
+
+
+@needs_yunet
 @needs_fer2013
 def test_a_hundred_faces_in_one_frame_are_classified_in_batches(publictest):
     recognizer = Recognizer()
@@ -425,6 +444,8 @@ def test_yunet_download_is_checked_by_checksum(tmp_path, monkeypatch):
     (["--video", "{video}", "--json", "/proc/forbidden/out.jsonl"], "cannot write /proc/forbidden/out.jsonl"),
     (["--video", "{video}", "--output", "{tmp}/out.txt"], "use a video file name"),
     (["--video", "{video}", "--detector", "yunett"], "Did you mean 'yunet'"),
+    (["--video", "{video}", "--detector-model", "{notonnx}"], "is not an ONNX file"),
+    (["--video", "{video}", "--detector-model", "{nometa}"], "is not a YuNet model"),
     (["--video", "{video}", "--smooth", "1.5"], "--smooth must be in [0, 1)"),
 ])
 def test_user_mistakes_get_one_clear_line(argv, message, tmp_path, drawn_video, capfd):
