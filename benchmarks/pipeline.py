@@ -166,7 +166,8 @@ def bench(data: str | None, video: str | None, model: str | None, threads: int |
           out=print, frames: int = 300, tilt: float = 0.0) -> dict:
     """Runs every row on a generated (or given) video and prints Markdown tables through ``out``."""
     detector_threads, classifier_threads = PipelineConfig(recognizer=RecognizerConfig(threads=threads)).thread_split()
-    out(f"fer-run rows: detector {detector_threads} thread(s), classifier {classifier_threads} onnxruntime "
+    out(f"fer-run rows: {detector_threads} detection worker(s) (+{classifier_threads} spare), "
+        f"classifier {classifier_threads} onnxruntime "
         f"thread(s) of {os.cpu_count()} cores; the seed-style loop's classifier: onnxruntime's default\n")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--threads", type=int,
                    help="classifier threads (default: the cores the detector leaves, at least 1)")
     m.add_argument("--detector-threads", type=int,
-                   help="threads for detection: YuNet's and OpenCV's (default: half the cores, at least 1)")
+                   help="detection workers, one thread each, on frames side by side (default: half the cores, at least 1)")
     m.add_argument("--max-batch", type=int, default=32, help="most faces per inference call (default 32)")
     m.add_argument("--max-wait-ms", type=float, default=2.0, help="how long a batch waits for more faces (default 2)")
 

@@ -105,12 +105,17 @@ class YuNetDetector:
     def __init__(self, config: DetectorConfig, model: Path, engine: str = "onnxruntime"):
         self.config = config
         self.model = model
+        self.engine = engine
         if engine == "onnxruntime":
             self.name = "yunet"
             self._net = YuNetOnnx(model, config.score_threshold, config.nms_threshold, threads=config.threads)
         else:
             self.name = "yunet-opencv"
             self._net = YuNetOpenCV(model, config.score_threshold, config.nms_threshold)
+
+    def clone(self) -> "YuNetDetector":
+        """Another detector like this one, for a parallel worker (a detector is not shared between threads)."""
+        return YuNetDetector(self.config, self.model, self.engine)
 
     def detect(self, frame: np.ndarray) -> Detections:
         scale = self.config.scale
@@ -136,6 +141,9 @@ class HaarDetector:
         self.config = config
         self.scale_factor = scale_factor
         self.min_neighbors = min_neighbors
+
+    def clone(self) -> "HaarDetector":
+        return HaarDetector(self.config, self.scale_factor, self.min_neighbors)
 
     def detect(self, frame: np.ndarray) -> Detections:
         scale = self.config.scale

@@ -41,6 +41,7 @@ log = logging.getLogger("fer_engine.runtime")
 
 END = object()  # end of stream, passed down the stages
 POLL = 0.1  # seconds a blocked queue operation waits before checking for a stop
+SPARE_BACKLOG = 1  # frames waiting for the classifier that pause the spare detection workers
 
 
 @dataclass(frozen=True)
@@ -53,10 +54,9 @@ class PipelineConfig:
     render: bool = True  # draw results on frames (needed for --output and the window)
     realtime: bool = False  # read files at their frame rate and drop frames like a live source
     queue_size: int = 8
-    # Detection and classification run at the same time on their own threads: each library gets a share of
-    # the cores instead of both spreading over all of them and contending (measured in benchmarks/RESULTS.md).
-    # None = half the cores for the detector (YuNet's onnxruntime session and OpenCV), the rest for the classifier
-    # unless its threads are set.
+    # Detection and classification run at the same time on their own threads: each gets a share of the cores
+    # instead of both spreading over all of them and contending (measured in benchmarks/RESULTS.md).
+    # None = half the cores for detection workers, the rest for the classifier unless its threads are set.
     detector_threads: int | None = None
 
     def __post_init__(self) -> None:
@@ -134,6 +134,45 @@ class FrameMux:
             return END
 
 
+class _Turns:
+    """Numbered tickets for parallel detection workers: they take frames in order, work side by side, and
+    hand the frames on in the order they took them (the tracker and the files need capture order)."""
+
+    def __init__(self, workers: int):
+        self._cond = threading.Condition()
+        self._take = threading.Lock()
+        self._issued = 0
+        self._turn = 0
+        self._running = workers
+
+    def take(self, mux: FrameMux):
+        with self._take:
+            frame = mux.get()
+            if frame is END:
+                return END, -1
+            self._issued += 1
+            return frame, self._issued - 1
+
+    def wait(self, ticket: int, stopped: threading.Event) -> bool:
+        with self._cond:
+            while self._turn != ticket:
+                if stopped.is_set():
+                    return False
+                self._cond.wait(POLL)
+            return True
+
+    def done(self) -> None:
+        with self._cond:
+            self._turn += 1
+            self._cond.notify_all()
+
+    def finished(self) -> bool:
+        """True for the last worker to end: it passes END on once every frame has gone."""
+        with self._cond:
+            self._running -= 1
+            return self._running == 0
+
+
 @dataclass
 class _Work:
     frame: Frame
@@ -157,9 +196,15 @@ class Pipeline:
                 self.sources.append(source.open() if isinstance(source, SourceSpec) else source)
             self.detector_threads, classifier_threads = self.config.thread_split()
             base = self.config.recognizer
+            # Detection runs as detector_threads workers of one thread each, on frames side by side: on small
+            # images that scales better than one detector on several threads (benchmarks/RESULTS.md).
             self.recognizer = recognizer or Recognizer(dataclasses.replace(
                 base, threads=classifier_threads,
-                detector=dataclasses.replace(base.detector, threads=base.detector.threads or self.detector_threads)))
+                detector=dataclasses.replace(base.detector, threads=base.detector.threads or 1)))
+            # Plus one spare worker per classifier thread, which helps only while the classifier keeps up.
+            spare = classifier_threads or 1
+            self._detectors = [self.recognizer.detector] + [
+                self.recognizer.detector.clone() for _ in range(self.detector_threads - 1 + spare)]
         except BaseException:
             self.close_sources()
             raise
@@ -250,28 +295,43 @@ class Pipeline:
         finally:
             mux.close(index)
 
-    def _detect(self, mux: FrameMux, out: queue.Queue) -> None:
+    def _detect(self, detector, mux: FrameMux, turns: "_Turns", out: queue.Queue, spare: bool = False) -> None:
+        """A detection worker: workers detect frames side by side and hand them on in capture order. A spare
+        worker takes a frame only while the classifier keeps up (its inbox nearly empty): then detection is
+        what holds the run back, and the classifier's cores are free to help."""
         every = self.config.detect_every
         keep_images = self.config.render
         while True:
-            frame = mux.get()
+            while spare and out.qsize() >= SPARE_BACKLOG and not self._stopped.is_set():
+                time.sleep(0.001)
+            frame, ticket = turns.take(mux)
             if frame is END:
                 break
             started = time.perf_counter()
             self.times.add("queue", started - frame.captured)
-            if frame.index % every == 0 or frame.source not in self._last_detections:
-                detections = self.recognizer.detect(frame.image)
-                self._last_detections[frame.source] = detections
-            else:
-                detections = self._last_detections[frame.source]
-            crops = self.recognizer.crop(frame.image, detections)
-            if not keep_images:
-                frame.image = None
-            done = time.perf_counter()
-            self.times.add("detect", done - started)
-            if not self._put(out, _Work(frame, detections, crops, done)):
+            detections = detector.detect(frame.image) if frame.index % every == 0 else None
+            computed = time.perf_counter() - started
+            if not turns.wait(ticket, self._stopped):
                 return
-        self._put(out, END)
+            try:
+                # In turn: a frame that reuses boxes gets those of its source's last detected frame.
+                resumed = time.perf_counter()
+                if detections is None:
+                    detections = self._last_detections.get(frame.source)
+                    if detections is None:  # a live source dropped the frame that was to be detected
+                        detections = detector.detect(frame.image)
+                self._last_detections[frame.source] = detections
+                crops = self.recognizer.crop(frame.image, detections)
+                if not keep_images:
+                    frame.image = None
+                done = time.perf_counter()
+                self.times.add("detect", computed + done - resumed)
+                if not self._put(out, _Work(frame, detections, crops, done)):
+                    return
+            finally:
+                turns.done()
+        if turns.finished():
+            self._put(out, END)
 
     def _infer(self, inbox: queue.Queue, out: queue.Queue) -> None:
         max_batch, wait = self.config.max_batch, self.config.max_wait_ms / 1000.0
@@ -374,16 +434,20 @@ class Pipeline:
     def start(self) -> None:
         import cv2
 
-        # OpenCV's thread count is process-wide: set for the run, given back in finish().
+        # OpenCV's thread count is process-wide: set for the run, given back in finish(). One thread: the
+        # detection workers already run side by side, and OpenCV's own pool would contend with them.
         self._cv_threads = cv2.getNumThreads()
-        cv2.setNumThreads(self.detector_threads)
+        cv2.setNumThreads(1)
         size = self.config.queue_size
         mux = FrameMux([s.live or self.config.realtime for s in self.sources], size, self._stopped)
         self._mux = mux
         to_infer, to_post, to_write = queue.Queue(size), queue.Queue(size), queue.Queue(size)
         for index, source in enumerate(self.sources):
             self._stage(f"capture-{index}", lambda i=index, s=source: self._capture(i, s, mux))
-        self._stage("detect", lambda: self._detect(mux, to_infer))
+        turns = _Turns(len(self._detectors))
+        for index, detector in enumerate(self._detectors):
+            spare = index >= self.detector_threads
+            self._stage(f"detect-{index}", lambda d=detector, s=spare: self._detect(d, mux, turns, to_infer, s))
         self._stage("infer", lambda: self._infer(to_infer, to_post))
         self._stage("post", lambda: self._post(to_post, to_write))
         self._stage("write", lambda: self._write(to_write))

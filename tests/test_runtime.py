@@ -140,6 +140,31 @@ def test_drawn_video_runs_end_to_end_with_every_frame(drawn_video, tmp_path):
     assert [r["frame"] for r in read_jsonl(out)] == list(range(12))
 
 
+@needs_yunet
+@pytest.mark.parametrize("every", [1, 3])
+def test_parallel_detection_workers_keep_capture_order_and_results(fer_video, drawn_video, tmp_path, every):
+    video, other = str(fer_video[0]), str(drawn_video)
+    runs = {}
+    for workers in (1, 3):
+        out = tmp_path / f"workers{workers}.jsonl"
+        assert fer_run(["--video", video, "--video", other, "--json", str(out), "--no-render", "--smooth", "0",
+                        "--detector-threads", str(workers), "--detect-every", str(every), "-q"]) == 0
+        runs[workers] = [read_jsonl(tmp_path / f"workers{workers}-{i}.jsonl") for i in (0, 1)]
+    assert [r["frame"] for r in runs[3][0]] == list(range(len(fer_video[1])))
+    assert [r["frame"] for r in runs[3][1]] == list(range(12))
+    assert sum(len(r["faces"]) for r in runs[3][0]) >= 2 * len(runs[3][0])
+    # Same boxes and track ids whichever worker detected a frame; with --detect-every, the frames in between
+    # reuse the boxes of their own source's last detected frame. Probabilities to rounding (batches differ).
+    def faces(run):
+        return [[(r["frame"], f["box"], f["track"]) for f in r["faces"]] for records in run for r in records]
+
+    def probs(run):
+        return [list(f["probs"].values()) for records in run for r in records for f in r["faces"]]
+
+    assert faces(runs[3]) == faces(runs[1])
+    np.testing.assert_allclose(probs(runs[3]), probs(runs[1]), atol=2e-3)
+
+
 def test_several_sources_get_their_own_files(drawn_video, tmp_path):
     images = tmp_path / "images"
     images.mkdir()
