@@ -27,10 +27,14 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "--":
         argv = argv[1:]
-    if not argv:
+    if not argv or argv[0] in ("-h", "--help"):
         print(__doc__, file=sys.stderr)
+        return 0 if argv else 2
+    try:
+        process = subprocess.Popen(argv)
+    except OSError as exc:
+        print(f"rss: cannot run {argv[0]}: {exc.strerror}", file=sys.stderr)
         return 2
-    process = subprocess.Popen(argv)
     samples: list[tuple[float, float]] = []
     started = time.perf_counter()
     while process.poll() is None:
