@@ -301,6 +301,29 @@ def test_a_failing_classifier_stops_the_run(drawn_video, monkeypatch):
         pipeline.run()
 
 
+def test_a_failing_detection_worker_stops_the_run(drawn_video):
+    config = PipelineConfig(recognizer=RecognizerConfig(detector=DetectorConfig("haar")), render=False,
+                            detector_threads=3)
+    pipeline = Pipeline([SourceSpec("video", str(drawn_video))], config)
+    calls = []
+
+    def melting(detector):
+        def detect(image):
+            calls.append(1)
+            if len(calls) == 3:  # the third frame, in whichever worker takes it
+                raise RuntimeError("the detector melted")
+            return type(detector).detect(detector, image)
+        return detect
+
+    assert len(pipeline._detectors) >= 3
+    for detector in pipeline._detectors:
+        detector.detect = melting(detector)
+    started = time.perf_counter()
+    with pytest.raises(FerError, match=r"detect-\d stage failed: RuntimeError: the detector melted"):
+        pipeline.run()
+    assert time.perf_counter() - started < 10  # the other workers waiting for its turn give up, no hang
+
+
 def test_sigint_leaves_complete_json_and_video(drawn_video, tmp_path):
     out, video = tmp_path / "out.jsonl", tmp_path / "out.mp4"
     cmd = [sys.executable, "-m", "fer_engine.runtime.cli_run", "--video", str(drawn_video), "--realtime",
