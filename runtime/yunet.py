@@ -10,6 +10,7 @@ of ``detect`` are OpenCV's: x, y, w, h, five landmarks (x, y), score, in pixels 
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 import cv2
@@ -41,6 +42,16 @@ def dynamic_yunet(path: Path) -> bytes:
     return model.SerializeToString()
 
 
+@lru_cache(maxsize=16)
+def anchor_grids(pad_h: int, pad_w: int) -> list[np.ndarray]:
+    """Per stride, the (column, row) of every anchor, in the order of the outputs."""
+    grids = []
+    for stride in STRIDES:
+        rows, cols = np.mgrid[0:pad_h // stride, 0:pad_w // stride]
+        grids.append(np.stack([cols.ravel(), rows.ravel()], 1).astype(np.float32))
+    return grids
+
+
 class YuNetOnnx:
     def __init__(self, path: Path, score_threshold: float = 0.6, nms_threshold: float = 0.3, top_k: int = 5000,
                  threads: int | None = None):
@@ -50,10 +61,9 @@ class YuNetOnnx:
         if threads:
             options.intra_op_num_threads = threads
         options.log_severity_level = 3
+        graph = dynamic_yunet(path)
         try:
-            self.session = ort.InferenceSession(dynamic_yunet(path), options, providers=["CPUExecutionProvider"])
-        except FerError:
-            raise
+            self.session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
         except Exception as exc:
             raise FerError(f"onnxruntime cannot load the YuNet model {path}: {str(exc).strip().splitlines()[0]}") from exc
         self.input_name = self.session.get_inputs()[0].name
@@ -61,24 +71,14 @@ class YuNetOnnx:
         self.nms_threshold = nms_threshold
         self.top_k = top_k
         self._blob: np.ndarray | None = None
-        self._grids: dict[tuple[int, int], list[np.ndarray]] = {}
-
-    def _grid(self, pad_h: int, pad_w: int) -> list[np.ndarray]:
-        """Per stride, the (column, row) of every anchor in the order of the outputs."""
-        key = (pad_h, pad_w)
-        if key not in self._grids:
-            grids = []
-            for stride in STRIDES:
-                rows, cols = np.mgrid[0:pad_h // stride, 0:pad_w // stride]
-                grids.append(np.stack([cols.ravel(), rows.ravel()], 1).astype(np.float32))
-            self._grids = {key: grids}  # one size at a time: a stream keeps its frame size
-        return self._grids[key]
+        self._blob_size: tuple[int, int] | None = None
 
     def _input(self, image: np.ndarray) -> np.ndarray:
+        """The image as a float NCHW blob, zero-padded; the buffer is kept while the image size stays."""
         h, w = image.shape[:2]
-        pad_h, pad_w = -(-h // DIVISOR) * DIVISOR, -(-w // DIVISOR) * DIVISOR
-        if self._blob is None or self._blob.shape[2:] != (pad_h, pad_w):
-            self._blob = np.zeros((1, 3, pad_h, pad_w), np.float32)
+        if (h, w) != self._blob_size:
+            self._blob = np.zeros((1, 3, -(-h // DIVISOR) * DIVISOR, -(-w // DIVISOR) * DIVISOR), np.float32)
+            self._blob_size = (h, w)
         self._blob[0, :, :h, :w] = image.transpose(2, 0, 1)  # raw BGR 0..255, as cv2.dnn.blobFromImage gives
         return self._blob
 
@@ -86,7 +86,7 @@ class YuNetOnnx:
         blob = self._input(image)
         outputs = self.session.run(OUTPUTS, {self.input_name: blob})
         rows = []
-        for i, (stride, grid) in enumerate(zip(STRIDES, self._grid(*blob.shape[2:]))):
+        for i, (stride, grid) in enumerate(zip(STRIDES, anchor_grids(*blob.shape[2:]))):
             cls, obj, bbox, kps = (outputs[i + k * len(STRIDES)][0] for k in range(4))
             score = np.sqrt(np.clip(cls[:, 0], 0, 1) * np.clip(obj[:, 0], 0, 1))
             keep = np.flatnonzero(score >= self.score_threshold)

@@ -207,7 +207,7 @@ def test_yunet_on_onnxruntime_finds_the_same_faces_as_opencv(fer_video):
     frames = [capture.read()[1] for _ in range(10)]
     # Half-size frames as fer-run detects on, sizes that are no multiple of 32 (padding), an empty frame.
     images = [cv2.resize(f, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA) for f in frames]
-    images += [frames[0][:203, :301], np.zeros((100, 140, 3), np.uint8)]
+    images += [frames[0][:203, :301], frames[5][:203, 40:330], np.zeros((100, 140, 3), np.uint8)]
     found = 0
     for image in images:
         a, b = reference.detect(image), ours.detect(image)
@@ -215,6 +215,9 @@ def test_yunet_on_onnxruntime_finds_the_same_faces_as_opencv(fer_video):
         np.testing.assert_allclose(b, a, atol=1e-2)
         found += len(a)
     assert found >= 20  # pasted faces in every frame, most of them found: the comparison is not of empty sets
+    # A narrower image padded to the same size as the one before: its padding is zeros again, not old pixels.
+    ours._input(np.full((203, 301, 3), 255, np.uint8))
+    assert not ours._input(np.zeros((203, 290, 3), np.uint8)).any()
 
 
 @needs_yunet
