@@ -5,7 +5,9 @@
 1. PyTorch CUDA eager fp32 and fp16 of the four architectures (cnn trained when its checkpoint is there,
    the others full size from their configs: speed only) at batch 1, 32 and 256;
 2. ``cnn`` training throughput on the GPU (the trainer's own step: augmentation, AMP, AdamW);
-3. onnxruntime's CUDA and TensorRT execution providers and TensorRT engines, where installed.
+3. onnxruntime's CUDA and TensorRT execution providers and TensorRT engines, where installed;
+4. the YuNet face detector on onnxruntime's CPU and CUDA providers (fer-run runs it on the CPU today: this
+   says whether moving it to the GPU would pay).
 
 Every part that cannot run here is a row that says why (no CUDA, onnxruntime without GPU providers,
 TensorRT not installed); the run goes on. Results: ``OUT/gpu_check.json`` and ``.md`` (the same tables).
@@ -31,6 +33,16 @@ GPU_BACKENDS = ("pytorch-fp32-cuda", "pytorch-fp16-cuda", "onnx-fp32-cuda", "onn
 
 
 @dataclass
+class DetectorRow:
+    frame: str
+    provider: str
+    status: str = "✅"
+    reason: str = ""
+    p50_ms: float | None = None
+    frames_per_s: float | None = None
+
+
+@dataclass
 class TrainRow:
     model: str
     batch: int
@@ -52,7 +64,54 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-batches", default="128,512", help="cnn training batch sizes")
     p.add_argument("--train-workers", type=int, default=4, help="threads preparing augmented batches (default: 4)")
     p.add_argument("--train-seconds", type=float, default=20.0, help="timed training seconds per batch size")
+    p.add_argument("--detector-model", help="YuNet .onnx (default: $FER_ENGINE_YUNET or the cache, as fer-run)")
     return p
+
+
+DETECTOR_FRAMES = {"320x240 (640x480 at scale 0.5)": (240, 320), "640x360 (1280x720 at scale 0.5)": (360, 640)}
+
+
+def detector_rows(model: str | None, duration: float, log) -> list[DetectorRow]:
+    """YuNet's time per frame (decoding and NMS included) on each provider, on noise frames of fer-run's sizes."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from fer_engine.runtime.detectors import resolve_yunet_model
+    from fer_engine.runtime.yunet import YuNetOnnx
+
+    from .timing import measure
+
+    providers = ("CPUExecutionProvider", "CUDAExecutionProvider")
+    path = resolve_yunet_model(model, download=False)
+    if path is None:
+        return [DetectorRow(frame, p, "❌", "no YuNet file: pass --detector-model or set $FER_ENGINE_YUNET")
+                for frame in DETECTOR_FRAMES for p in providers]
+    rows = []
+    rng = np.random.default_rng(0)
+    for frame, size in DETECTOR_FRAMES.items():
+        image = rng.integers(0, 256, (*size, 3), np.uint8)
+        for provider in providers:
+            if provider not in ort.get_available_providers():
+                rows.append(DetectorRow(frame, provider, "❌", f"{provider} not in this onnxruntime"))
+                continue
+            detector = YuNetOnnx(path, providers=[provider])
+            running = detector.session.get_providers()[0]
+            if running != provider:
+                rows.append(DetectorRow(frame, provider, "❌", f"onnxruntime fell back to {running}"))
+                continue
+            log(f"YuNet {frame} on {provider}")
+            timing = measure(lambda: detector.detect(image), 1, min_seconds=duration)
+            rows.append(DetectorRow(frame, provider, p50_ms=timing.p50_ms, frames_per_s=timing.faces_per_s))
+    return rows
+
+
+def detector_markdown(rows: list[DetectorRow]) -> str:
+    lines = ["| detector input | provider | p50 ms | frames/s | status |", "| --- | --- | ---: | ---: | --- |"]
+    for r in rows:
+        p50 = f"{r.p50_ms:.2f}" if r.p50_ms else ""
+        rate = f"{r.frames_per_s:,.0f}" if r.frames_per_s else ""
+        lines.append(f"| {r.frame} | {r.provider} | {p50} | {rate} | {r.status} {r.reason} |")
+    return "\n".join(lines)
 
 
 def train_throughput(data: str | None, batch: int, seconds: float, workers: int, log) -> TrainRow:
@@ -129,12 +188,15 @@ def run(args) -> int:
             train_rows.append(train_throughput(args.data, batch, args.train_seconds, args.train_workers, log))
         except Exception as exc:  # a failing row says why; the check goes on
             train_rows.append(TrainRow("cnn", batch, "❌", f"{type(exc).__name__}: {exc}"))
+    detectors = detector_rows(args.detector_model, args.duration, log)
     report = ("## Environment\n\n" + format_environment(env) + "\n\n## Inference\n\n" + cli_bench.markdown(rows)
-              + "\n\n## cnn training on the GPU\n\n" + train_markdown(train_rows) + "\n")
+              + "\n\n## cnn training on the GPU\n\n" + train_markdown(train_rows)
+              + "\n\n## YuNet face detector\n\n" + detector_markdown(detectors) + "\n")
     print(report)
     (out / "gpu_check.md").write_text(report)
     (out / "gpu_check.json").write_text(json.dumps(
-        {"environment": env, "inference": [asdict(r) for r in rows], "training": [asdict(r) for r in train_rows]},
+        {"environment": env, "inference": [asdict(r) for r in rows], "training": [asdict(r) for r in train_rows],
+         "detector": [asdict(r) for r in detectors]},
         indent=2, default=str))
     log(f"wrote {out / 'gpu_check.md'} and {out / 'gpu_check.json'}")
     return 0

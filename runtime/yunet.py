@@ -54,7 +54,7 @@ def anchor_grids(pad_h: int, pad_w: int) -> list[np.ndarray]:
 
 class YuNetOnnx:
     def __init__(self, path: Path, score_threshold: float = 0.6, nms_threshold: float = 0.3, top_k: int = 5000,
-                 threads: int | None = None):
+                 threads: int | None = None, providers: list[str] | None = None):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -63,7 +63,7 @@ class YuNetOnnx:
         options.log_severity_level = 3
         graph = dynamic_yunet(path)
         try:
-            self.session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(graph, options, providers=providers or ["CPUExecutionProvider"])
         except Exception as exc:
             raise FerError(f"onnxruntime cannot load the YuNet model {path}: {str(exc).strip().splitlines()[0]}") from exc
         self.input_name = self.session.get_inputs()[0].name

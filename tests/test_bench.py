@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import DEFAULT_CHECKPOINT, FER2013, REPO, needs_fer2013
+from conftest import DEFAULT_CHECKPOINT, FER2013, REPO, YUNET, needs_fer2013
 from fer_engine.benchmarks.cli_bench import main as fer_bench
 
 ROW_KEYS = {"model", "backend", "precision", "batch", "status", "reason", "weights", "p50_ms", "p90_ms", "p99_ms",
@@ -146,3 +146,12 @@ def test_gpu_check_without_a_gpu_says_why_each_part_is_skipped(tmp_path, capsys)
     assert report["training"] == [{"model": "cnn", "batch": 8, "status": "❌", "reason": "no CUDA GPU",
                                    "images_per_s": None, "step_ms": None, "amp": ""}]
     assert "## cnn training on the GPU" in (out / "gpu_check.md").read_text()
+    detector = {(r["frame"].split()[0], r["provider"]): r for r in report["detector"]}
+    assert len(detector) == 4
+    for frame in ("320x240", "640x360"):
+        assert detector[frame, "CUDAExecutionProvider"]["status"] == "❌"
+        cpu = detector[frame, "CPUExecutionProvider"]
+        if YUNET.is_file():  # timed on the CPU here: the same code times CUDA on a GPU machine
+            assert cpu["status"] == "✅" and cpu["p50_ms"] > 0 and cpu["frames_per_s"] > 0
+        else:
+            assert "no YuNet file" in cpu["reason"]
