@@ -71,7 +71,7 @@ class PipelineConfig:
         if not 0.0 <= self.smooth < 1.0:
             raise FerError(f"--smooth must be in [0, 1), got {self.smooth}")
 
-    def thread_split(self, cores: int | None = None) -> tuple[int, int | None]:
+    def thread_split(self, cores: int | None = None) -> tuple[int, int]:
         """(detector threads, classifier threads) for this many cores."""
         cores = cores or os.cpu_count() or 2
         detector = self.detector_threads or max(1, cores // 2)
@@ -202,7 +202,7 @@ class Pipeline:
                 base, threads=classifier_threads,
                 detector=dataclasses.replace(base.detector, threads=base.detector.threads or 1)))
             # Plus one spare worker per classifier thread, which helps only while the classifier keeps up.
-            spare = classifier_threads or 1
+            spare = classifier_threads
             self._detectors = [self.recognizer.detector] + [
                 self.recognizer.detector.clone() for _ in range(self.detector_threads - 1 + spare)]
         except BaseException:

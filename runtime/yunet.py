@@ -23,8 +23,10 @@ DIVISOR = 32
 OUTPUTS = [f"{kind}_{stride}" for kind in ("cls", "obj", "bbox", "kps") for stride in STRIDES]
 
 
+@lru_cache(maxsize=4)
 def dynamic_yunet(path: Path) -> bytes:
-    """The YuNet graph with free input height/width and free anchor counts, serialized for onnxruntime."""
+    """The YuNet graph with free input height/width and free anchor counts, serialized for onnxruntime (read
+    once per file: every detection worker's session starts from the same bytes)."""
     import onnx
 
     try:
