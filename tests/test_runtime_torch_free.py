@@ -73,3 +73,22 @@ def test_fer_run_runs_without_torch(tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "exit 0"
     assert len(out.read_text().splitlines()) == 6
+
+
+@pytest.mark.parametrize("module, argv", [
+    ("fer_engine.benchmarks.cli_bench", ["--quick"]),
+    ("fer_engine.benchmarks.gpu_check", ["--out", "{tmp}/gpu-check"]),
+    ("fer_engine.train.cli_train", ["--model", "cnn", "--data", "{tmp}/missing.csv", "--out", "{tmp}/run"]),
+])
+def test_commands_that_need_torch_say_which_extra_installs_it(module, argv, tmp_path):
+    """The base install is the runtime only (a Jetson, the GPU server image): the other commands must say
+    what to install, not end in a traceback."""
+    script = BLOCKER + textwrap.dedent(f"""
+        import sys
+        from {module} import main
+        sys.exit(main({[a.format(tmp=tmp_path) for a in argv]!r}))
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert 'error: this needs torch, which is not installed in this Python: pip install "fer-engine[train]"' in result.stderr
