@@ -77,6 +77,7 @@ def detector_rows(model: str | None, duration: float, log) -> list[DetectorRow]:
     import onnxruntime as ort
 
     from fer_engine.runtime.detectors import resolve_yunet_model
+    from fer_engine.runtime.providers import preload_nvidia_wheels, start_failures
     from fer_engine.runtime.yunet import YuNetOnnx
 
     from .timing import measure
@@ -94,10 +95,13 @@ def detector_rows(model: str | None, duration: float, log) -> list[DetectorRow]:
             if provider not in ort.get_available_providers():
                 rows.append(DetectorRow(frame, provider, "❌", f"{provider} not in this onnxruntime"))
                 continue
+            if provider != "CPUExecutionProvider":
+                preload_nvidia_wheels()
             detector = YuNetOnnx(path, providers=[provider])
             running = detector.session.get_providers()[0]
             if running != provider:
-                rows.append(DetectorRow(frame, provider, "❌", f"onnxruntime fell back to {running}"))
+                rows.append(DetectorRow(frame, provider, "❌",
+                                        f"onnxruntime fell back to {running}: {start_failures([provider])}"))
                 continue
             log(f"YuNet {frame} on {provider}")
             timing = measure(lambda: detector.detect(image), 1, min_seconds=duration)

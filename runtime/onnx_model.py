@@ -16,12 +16,9 @@ from fer_engine.errors import FerError
 from fer_engine.spec import ModelSpec
 
 from .preprocess import probs_of
+from .providers import choose_providers, onnxruntime_conflict, preload_nvidia_wheels, start_failures
 
 METADATA_KEY = "fer"
-# Fastest first: onnxruntime tries them in this order and uses the first that can run each node.
-PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
-PROVIDER_ALIASES = {"tensorrt": "TensorrtExecutionProvider", "trt": "TensorrtExecutionProvider",
-                    "cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
 
 log = logging.getLogger("fer_engine.runtime")
 
@@ -34,47 +31,6 @@ def read_spec(session) -> ModelSpec:
         return ModelSpec.from_metadata(json.loads(meta[METADATA_KEY]))
     except json.JSONDecodeError as exc:
         raise FerError(f"the ONNX file's 'fer' metadata is not JSON: {exc}") from exc
-
-
-def available_providers() -> list[str]:
-    import onnxruntime as ort
-
-    return ort.get_available_providers()
-
-
-def onnxruntime_conflict() -> str | None:
-    """onnxruntime and onnxruntime-gpu install the same ``onnxruntime`` package: with both present the CPU
-    build can win and the GPU providers vanish without a word. A fix to tell the user, or None."""
-    from importlib import metadata
-
-    installed = set()
-    for dist in ("onnxruntime", "onnxruntime-gpu"):
-        try:
-            metadata.version(dist)
-            installed.add(dist)
-        except metadata.PackageNotFoundError:
-            pass
-    if installed == {"onnxruntime", "onnxruntime-gpu"} and "CUDAExecutionProvider" not in available_providers():
-        return ("both onnxruntime and onnxruntime-gpu are installed and the CPU build won: run "
-                "'pip uninstall -y onnxruntime onnxruntime-gpu && pip install onnxruntime-gpu'")
-    return None
-
-
-def choose_providers(requested: list[str] | None = None) -> list[str]:
-    """``requested`` (short names like 'cuda' or full provider names) checked against what this
-    onnxruntime has; by default every available one of TensorRT > CUDA > CPU."""
-    available = available_providers()
-    if not requested:
-        return [p for p in PREFERRED_PROVIDERS if p in available] or available
-    chosen = []
-    for name in requested:
-        full = PROVIDER_ALIASES.get(name.strip().lower(), name.strip())
-        if full not in available:
-            fix = onnxruntime_conflict() or "for CUDA/TensorRT install fer-engine[gpu]"
-            raise FerError(f"execution provider '{name}' is not available in this onnxruntime "
-                           f"(available: {', '.join(available)}); {fix}")
-        chosen.append(full)
-    return chosen
 
 
 class OnnxClassifier:
@@ -91,6 +47,8 @@ class OnnxClassifier:
             options.intra_op_num_threads = threads
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         requested = choose_providers(providers)
+        if requested[0] != "CPUExecutionProvider":
+            preload_nvidia_wheels()
         try:
             self.session = ort.InferenceSession(str(self.path), options, providers=requested)
         except Exception as exc:  # onnxruntime raises its own exception types for a bad file
@@ -101,12 +59,15 @@ class OnnxClassifier:
         self.providers = self.session.get_providers()
         missing = [p for p in requested if p not in self.providers]
         if missing:
-            # onnxruntime-gpu silently drops CUDA/TensorRT when their libraries are missing. Without TensorRT's
-            # libraries CUDA still runs: worth a note, not a warning on every start of a GPU server.
+            # onnxruntime-gpu silently drops CUDA/TensorRT when their libraries are missing.
+            reasons = start_failures(missing)
+            if providers and self.providers[0] not in requested:
+                raise FerError(f"onnxruntime could not start {', '.join(missing)} ({reasons}). Add cpu to "
+                               f"--providers (e.g. --providers {','.join(providers)},cpu) to run on the CPU instead")
+            # Without TensorRT's libraries CUDA still runs: worth a note, not a warning on every start of a GPU server.
             on_gpu = self.providers[0] != "CPUExecutionProvider"
-            (log.info if on_gpu else log.warning)(
-                "onnxruntime could not start %s (CUDA/cuDNN/TensorRT libraries missing?): running on %s",
-                ", ".join(missing), self.providers[0])
+            (log.info if on_gpu else log.warning)("onnxruntime could not start %s (%s): running on %s",
+                                                  ", ".join(missing), reasons, self.providers[0])
         elif not providers and (conflict := onnxruntime_conflict()):
             log.warning(conflict)
         self.description = f"{self.spec.model} {self.spec.precision} ONNX {self.path} ({self.providers[0]})"

@@ -22,7 +22,7 @@ from fer_engine.runtime.backends import load_classifier, resolve_model, shipped_
 from fer_engine.runtime.cli_run import main as fer_run
 from fer_engine.runtime.crops import crop_face, square_region
 from fer_engine.runtime.detectors import DetectorConfig, create_detector
-from fer_engine.runtime.onnx_model import choose_providers
+from fer_engine.runtime.providers import choose_providers
 from fer_engine.runtime.pipeline import END, FrameMux
 from fer_engine.runtime.sources import Frame, FrameSource
 from fer_engine.runtime.tracking import Tracker
@@ -441,19 +441,19 @@ def test_providers_are_checked_against_this_onnxruntime():
 def test_both_onnxruntime_builds_installed_is_named_with_its_fix(monkeypatch, caplog):
     from importlib import metadata
 
-    import fer_engine.runtime.onnx_model as onnx_model
+    import fer_engine.runtime.providers as providers
 
     real_version = metadata.version
     monkeypatch.setattr(metadata, "version",
                         lambda dist: "1.31.1" if dist == "onnxruntime-gpu" else real_version(dist))
-    monkeypatch.setattr(onnx_model, "available_providers", lambda: ["CPUExecutionProvider"])
+    monkeypatch.setattr(providers, "available_providers", lambda: ["CPUExecutionProvider"])
     with pytest.raises(FerError, match="both onnxruntime and onnxruntime-gpu are installed.*pip uninstall"):
         choose_providers(["cuda"])
     with caplog.at_level("WARNING"):
         load_classifier("cnn-int8")
     assert "both onnxruntime and onnxruntime-gpu are installed" in caplog.text
     monkeypatch.setattr(metadata, "version", real_version)
-    assert onnx_model.onnxruntime_conflict() is None  # this environment has one build
+    assert providers.onnxruntime_conflict() is None  # this environment has one build
 
 
 def test_yunet_falls_back_to_haar_offline(monkeypatch, caplog):

@@ -49,7 +49,8 @@ def _load_checkpoint_folder(path: Path, device: str) -> TorchClassifier:
 
 
 def _load_onnx(path: Path, device: str) -> Classifier:
-    from fer_engine.runtime.onnx_model import OnnxClassifier, available_providers
+    from fer_engine.runtime.onnx_model import OnnxClassifier
+    from fer_engine.runtime.providers import available_providers
 
     providers = ["CPUExecutionProvider"]
     if device in ("auto", "cuda") and "CUDAExecutionProvider" in available_providers():
