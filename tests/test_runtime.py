@@ -470,6 +470,23 @@ def test_yunet_falls_back_to_haar_offline(monkeypatch, caplog):
     assert detector.name == "haar" and "falling back to OpenCV's Haar cascade" in caplog.text
 
 
+@needs_yunet
+def test_yunet_without_the_onnx_package_runs_on_opencv(drawn_video, tmp_path):
+    """onnx is in the base install, but an install with --no-deps (as on a Jetson) can lack it."""
+    from conftest import import_blocker
+
+    out = tmp_path / "faces.jsonl"
+    script = import_blocker("onnx") + (
+        "import sys\nfrom fer_engine.runtime.cli_run import main\n"
+        f"sys.exit(main(['--video', {str(drawn_video)!r}, '--json', {str(out)!r}, '--no-render', '--no-display', "
+        f"'--detector-model', {str(YUNET)!r}]))\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "the onnx package is not installed (pip install onnx): YuNet runs on OpenCV's FaceDetectorYN" in result.stderr
+    assert "detector yunet-opencv" in result.stderr
+    assert len(read_jsonl(out)) == 12
+
+
 def test_yunet_download_is_checked_by_checksum(tmp_path, monkeypatch):
     import fer_engine.runtime.detectors as detectors
 
