@@ -144,6 +144,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args) -> int:
     logging.basicConfig(format=f"{PROG}: %(message)s", level=logging.WARNING if args.quiet else logging.INFO)
+    # FFmpeg's own log lines (a refused connection, a damaged packet) would come before fer-run's one-line error
+    # or its count of unreadable frames. OpenCV reads this once, when it first uses FFmpeg; the user's value wins.
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     if args.output and args.no_render:
         raise FerError("--output needs rendering: drop --no-render, or drop --output")
     display = display_available() if args.display is None else args.display

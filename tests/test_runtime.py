@@ -500,6 +500,16 @@ def test_yunet_download_is_checked_by_checksum(tmp_path, monkeypatch):
 
 
 # ---- user mistakes: one clear line, exit 2 -------------------------------------------------------------
+def test_a_stream_that_cannot_be_opened_is_one_line_without_ffmpegs_own(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "OPENCV_FFMPEG_LOGLEVEL"}
+    result = subprocess.run([sys.executable, "-m", "fer_engine.runtime.cli_run", "--url", "rtsp://127.0.0.1:9/stream",
+                             "--json", str(tmp_path / "out.jsonl"), "--no-render", "--no-display", "--detector", "haar"],
+                            capture_output=True, text=True, cwd=REPO, timeout=120, env=env)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == ["fer-run: error: cannot open stream rtsp://127.0.0.1:9/stream"], result.stderr
+
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--camera", "7"], "cannot open camera 7"),
     (["--camera", "7", "--model", "{notonnx}", "--detector-model", "/no/such/yunet.onnx"], "cannot open camera 7"),
