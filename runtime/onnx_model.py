@@ -16,7 +16,7 @@ from fer_engine.errors import FerError
 from fer_engine.spec import ModelSpec
 
 from .preprocess import probs_of
-from .providers import choose_providers, onnxruntime_conflict, preload_nvidia_wheels, start_failures
+from .providers import choose_providers, onnxruntime_conflict, preload_nvidia_wheels, short_name, start_failures
 
 METADATA_KEY = "fer"
 
@@ -62,8 +62,9 @@ class OnnxClassifier:
             # onnxruntime-gpu silently drops CUDA/TensorRT when their libraries are missing.
             reasons = start_failures(missing)
             if providers and self.providers[0] not in requested:
-                raise FerError(f"onnxruntime could not start {', '.join(missing)} ({reasons}). Add cpu to "
-                               f"--providers (e.g. --providers {','.join(providers)},cpu) to run on the CPU instead")
+                asked = ",".join(short_name(p) for p in requested)
+                raise FerError(f"onnxruntime could not start {', '.join(missing)} ({reasons}). To run on the CPU "
+                               f"instead, allow it: fer-run --providers {asked},cpu, fer-eval --device auto")
             # Without TensorRT's libraries CUDA still runs: worth a note, not a warning on every start of a GPU server.
             on_gpu = self.providers[0] != "CPUExecutionProvider"
             (log.info if on_gpu else log.warning)("onnxruntime could not start %s (%s): running on %s",

@@ -28,6 +28,11 @@ PROVIDER_LIBRARIES = {"CUDAExecutionProvider": "cuda", "TensorrtExecutionProvide
 log = logging.getLogger("fer_engine.runtime")
 
 
+def short_name(provider: str) -> str:
+    """'cuda' for CUDAExecutionProvider: the name --providers takes."""
+    return next((alias for alias, full in PROVIDER_ALIASES.items() if full == provider), provider)
+
+
 def available_providers() -> list[str]:
     import onnxruntime as ort
 

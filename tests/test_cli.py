@@ -104,6 +104,13 @@ def test_fer_eval_user_errors(train_csv, tmp_path, capsys):
     model.write_bytes(b"x")
     assert cli_eval.main([str(model), "--data", str(train_csv)]) == 2
     assert "cannot evaluate" in capsys.readouterr().err
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():  # --device cuda: CUDA or an error
+        from fer_engine.runtime.backends import resolve_model
+
+        assert cli_eval.main([str(resolve_model("cnn-int8")), "--data", str(train_csv), "--device", "cuda"]) == 2
+        assert "execution provider 'CUDAExecutionProvider' is not available" in capsys.readouterr().err
 
 
 @needs_fer2013

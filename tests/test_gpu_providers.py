@@ -78,7 +78,7 @@ def test_asking_for_gpu_providers_alone_fails_with_the_reason(video, tmp_path):
     assert result.returncode == 2, result.stderr
     assert re.search(r"fer-run: error: onnxruntime could not start CUDAExecutionProvider \(CUDAExecutionProvider: "
                      + MISSING, result.stderr), result.stderr
-    assert "--providers cuda,cpu" in result.stderr
+    assert "To run on the CPU instead, allow it: fer-run --providers cuda,cpu, fer-eval --device auto" in result.stderr
     assert "Traceback" not in result.stderr
 
 

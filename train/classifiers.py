@@ -52,9 +52,12 @@ def _load_onnx(path: Path, device: str) -> Classifier:
     from fer_engine.runtime.onnx_model import OnnxClassifier
     from fer_engine.runtime.providers import available_providers
 
-    providers = ["CPUExecutionProvider"]
-    if device in ("auto", "cuda") and "CUDAExecutionProvider" in available_providers():
-        providers.insert(0, "CUDAExecutionProvider")
+    if device == "cuda":  # CUDA or a clear error, never a quiet run on the CPU
+        providers = ["CUDAExecutionProvider"]
+    elif device == "auto" and "CUDAExecutionProvider" in available_providers():
+        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    else:
+        providers = ["CPUExecutionProvider"]
     return OnnxClassifier(path, providers=providers)
 
 
