@@ -30,3 +30,37 @@ def run_cli(body: Callable[[], int], prog: str) -> int:
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+
+
+# argparse types: a bad number is refused at parse time with the option's name (argparse adds it),
+# before any data is read or any output is opened.
+def _number(kind, text: str, accept, what: str):
+    import argparse
+
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number; it must be {what}") from None
+    if value != value or not accept(value):  # value != value: NaN
+        raise argparse.ArgumentTypeError(f"{text} is out of range; it must be {what}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    return _number(int, text, lambda v: v > 0, "a whole number of 1 or more")
+
+
+def non_negative_int(text: str) -> int:
+    return _number(int, text, lambda v: v >= 0, "a whole number of 0 or more")
+
+
+def positive_float(text: str) -> float:
+    return _number(float, text, lambda v: 0 < v < float("inf"), "a number above 0")
+
+
+def non_negative_float(text: str) -> float:
+    return _number(float, text, lambda v: 0 <= v < float("inf"), "a number of 0 or more")
+
+
+def unit_interval(text: str) -> float:
+    return _number(float, text, lambda v: 0 <= v < 1, "at least 0 and below 1")

@@ -48,26 +48,98 @@ def test_same_seed_same_run(train_csv, tmp_path):
     assert histories[0] == histories[1]
 
 
-def test_interrupted_run_resumes_to_the_same_weights(train_csv, tmp_path, monkeypatch):
-    train(train_csv, tmp_path / "straight", "--no-test")
+def _weights(folder):
+    from safetensors.torch import load_file
+
+    state = load_file(str(folder / "training_state.safetensors"))
+    weights = load_checkpoint(folder).module.state_dict()
+    return weights, {k: v for k, v in state.items() if k.startswith(("ema.", "optim."))}
+
+
+def _signal_at_step(monkeypatch, step_number, signum):
+    import os
+
     original_step = Trainer._train_step
     calls = {"n": 0}
 
-    def interrupt_in_epoch_two(self, x, y):
+    def step(self, x, y):
+        result = original_step(self, x, y)
         calls["n"] += 1
-        if calls["n"] == self.stream.steps_per_epoch() + 1:
-            raise KeyboardInterrupt
-        return original_step(self, x, y)
+        if calls["n"] == step_number:
+            os.kill(os.getpid(), signum)  # the handler fer-train installs asks for a stop after this step
+        return result
 
-    monkeypatch.setattr(Trainer, "_train_step", interrupt_in_epoch_two)
-    assert train(train_csv, tmp_path / "cut", "--no-test") == 130
-    assert (tmp_path / "cut" / "last" / "training_state.pt").is_file()
-    monkeypatch.setattr(Trainer, "_train_step", original_step)
-    assert cli_train.main(["--resume", str(tmp_path / "cut"), "--threads", "1"]) == 0
-    straight = load_checkpoint(tmp_path / "straight" / "last").module.state_dict()
-    resumed = load_checkpoint(tmp_path / "cut" / "last").module.state_dict()
+    monkeypatch.setattr(Trainer, "_train_step", step)
+
+
+def test_stopped_and_resumed_run_gives_the_same_weights_as_a_straight_one(train_csv, tmp_path, monkeypatch):
+    """4 epochs straight == 1 epoch (--max-minutes) + SIGTERM in epoch 3 + the rest, EMA and momentum too."""
+    import signal
+
+    extra = ("--epochs", "4", "--ema", "0.9", "--no-test")
+    assert train(train_csv, tmp_path / "straight", *extra) == 0
+    cut = tmp_path / "cut"
+    assert train(train_csv, cut, *extra, "--max-minutes", "0.00001") == 0
+    state = json.loads((cut / "last" / "training_state.json").read_text())
+    assert (state["epoch"], state["step"]) == (1, 0) and not (cut / "best" / "metrics.json").read_text().count('"test"')
+
+    steps = 84 // 16  # the 84 Training faces of train_csv, batch 16
+    _signal_at_step(monkeypatch, steps + 3, signal.SIGTERM)  # third step of epoch 3
+    assert cli_train.main(["--resume", str(cut), "--threads", "1"]) == 128 + signal.SIGTERM
+    state = json.loads((cut / "last" / "training_state.json").read_text())
+    assert (state["epoch"], state["step"]) == (2, 3)
+    monkeypatch.undo()
+    assert cli_train.main(["--resume", str(cut), "--threads", "1"]) == 0
+
+    straight, straight_state = _weights(tmp_path / "straight" / "last")
+    resumed, resumed_state = _weights(cut / "last")
+    assert straight_state.keys() == resumed_state.keys() and any(k.startswith("ema.") for k in straight_state)
     for key in straight:
         torch.testing.assert_close(resumed[key], straight[key], rtol=0, atol=0)
+    for key in straight_state:
+        torch.testing.assert_close(resumed_state[key], straight_state[key], rtol=0, atol=0)
+    history = json.loads((cut / "best" / "metrics.json").read_text())["history"]
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4]
+
+
+def test_ctrl_c_saves_a_resumable_state(train_csv, tmp_path, monkeypatch):
+    import signal
+
+    _signal_at_step(monkeypatch, 2, signal.SIGINT)
+    assert train(train_csv, tmp_path / "run", "--no-test") == 130
+    state = json.loads((tmp_path / "run" / "last" / "training_state.json").read_text())
+    assert (state["epoch"], state["step"]) == (0, 2)
+    assert not (tmp_path / "run" / "last" / "training_state.pt").exists()
+
+
+def test_compact_state_resumes_and_is_small(train_csv, tmp_path):
+    from safetensors.torch import load_file
+
+    compact = tmp_path / "compact"
+    assert train(train_csv, tmp_path / "run", "--epochs", "3", "--ema", "0.9", "--no-test", "--max-minutes", "0.00001",
+                 "--compact-state", str(compact)) == 0
+    weights = load_file(str(compact / "model.safetensors"))
+    assert all(v.dtype == torch.float16 for k, v in weights.items() if v.is_floating_point())
+    tensors = load_file(str(compact / "training_state.safetensors"))
+    assert not any(k.startswith("optim.") for k in tensors) and any(k.startswith("ema.") for k in tensors)
+    assert cli_train.main(["--resume", str(compact), "--threads", "1", "--out", str(tmp_path / "continued")]) == 0
+    history = json.loads((tmp_path / "continued" / "best" / "metrics.json").read_text())["history"]
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+
+
+@pytest.mark.parametrize("damage, named", [
+    (lambda f: (f / "model.safetensors").write_bytes((f / "model.safetensors").read_bytes()[:200]), "model.safetensors"),
+    (lambda f: (f / "training_state.json").write_text("{not json"), "training_state.json"),
+    (lambda f: (f / "training_state.safetensors").write_bytes(b"garbage" * 10), "training_state.safetensors"),
+    (lambda f: (f / "training_state.safetensors").unlink(), "training_state.safetensors is missing"),
+])
+def test_damaged_or_missing_state_is_one_line_naming_the_file(train_csv, tmp_path, capsys, damage, named):
+    train(train_csv, tmp_path / "run", "--epochs", "1", "--no-test")
+    damage(tmp_path / "run" / "last")
+    capsys.readouterr()
+    assert cli_train.main(["--resume", str(tmp_path / "run"), "--threads", "1"]) == 2
+    err = capsys.readouterr().err
+    assert named in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -7,6 +7,8 @@ augmentation) with the averaged weights.
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 
@@ -39,3 +41,49 @@ def recompute_batchnorm(module: nn.Module, faces, spec, device="cpu", batch_size
     for m, momentum in zip(norms, momenta):
         m.momentum = momentum
     module.train(was_training)
+
+
+class EMA:
+    """An exponential moving average of a module's weights and buffers, updated after each step.
+
+    The decay ramps up as ``(1 + n) / (10 + n)`` over the first updates so the average is not dominated
+    by the random initial weights; batch-norm statistics are averaged like the weights.
+    """
+
+    def __init__(self, module: nn.Module, decay: float):
+        self.decay = decay
+        self.updates = 0
+        self.state = {k: v.detach().float().clone() if v.is_floating_point() else v.detach().clone()
+                      for k, v in module.state_dict().items()}
+        self._module: nn.Module | None = None
+
+    @torch.no_grad()
+    def update(self, module: nn.Module) -> None:
+        self.updates += 1
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        for key, value in module.state_dict().items():
+            average = self.state[key]
+            if average.is_floating_point():
+                average.mul_(decay).add_(value.detach().float(), alpha=1 - decay)
+            else:
+                average.copy_(value)
+
+    def load(self, state: dict[str, torch.Tensor]) -> None:
+        missing = set(self.state) - set(state)
+        if missing:
+            raise KeyError(f"EMA state lacks {sorted(missing)[:3]}")
+        for key, value in state.items():
+            if key == "__updates__":
+                continue
+            self.state[key].copy_(value)
+        self.updates = int(state["__updates__"].item()) if "__updates__" in state else self.updates
+
+    def state_for_saving(self) -> dict[str, torch.Tensor]:
+        return {**self.state, "__updates__": torch.tensor(self.updates, dtype=torch.int64)}
+
+    def module_like(self, module: nn.Module) -> nn.Module:
+        """A copy of ``module`` (kept between calls) holding the averaged weights, in eval mode."""
+        if self._module is None:
+            self._module = copy.deepcopy(module)
+        self._module.load_state_dict(self.state)
+        return self._module.eval()

@@ -8,9 +8,11 @@ half-written checkpoint that looks valid.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from torch import nn
 
@@ -37,7 +39,8 @@ class Checkpoint:
 
 
 def save_checkpoint(folder: str | Path, built: BuiltModel, metrics: dict | None = None,
-                    extra_files: dict[str, bytes] | None = None) -> Path:
+                    write_extra: Callable[[Path], None] | None = None) -> Path:
+    """Write ``folder`` whole or not at all; ``write_extra(tmp_folder)`` adds files of the caller's."""
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = folder.with_name(folder.name + ".partial")
@@ -47,8 +50,10 @@ def save_checkpoint(folder: str | Path, built: BuiltModel, metrics: dict | None 
     get_family(built.spec.model).save_weights(built, tmp, config)
     if metrics is not None:
         (tmp / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
-    for name, payload in (extra_files or {}).items():
-        (tmp / name).write_bytes(payload)
+    if write_extra is not None:
+        write_extra(tmp)
+    for written in tmp.iterdir():
+        os.chmod(written, 0o644)  # safetensors writes 0600; a checkpoint is meant to be shared like the rest
     old = folder.with_name(folder.name + ".old")
     shutil.rmtree(old, ignore_errors=True)
     if folder.exists():

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
-from fer_engine.cli import run_cli
+from fer_engine.cli import non_negative_float, non_negative_int, positive_float, positive_int, run_cli, unit_interval
+
+
 
 DEFAULTS_NOTE = "(default: the model's own; see --list-models)"
 
@@ -17,33 +20,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="cnn", help="model name: cnn, vit, convnext, convnextv2 (default: cnn)")
     p.add_argument("--data", help="Kaggle fer2013.csv(.gz) or an image-folder root <root>/<split>/<emotion>/*.png")
     p.add_argument("--out", help="output folder (default: runs/MODEL); best/ and last/ go inside")
-    p.add_argument("--epochs", type=int, help=f"epochs {DEFAULTS_NOTE}")
-    p.add_argument("--batch-size", type=int, help=f"batch size {DEFAULTS_NOTE}")
-    p.add_argument("--lr", type=float, help=f"peak learning rate {DEFAULTS_NOTE}")
-    p.add_argument("--weight-decay", type=float, help=f"weight decay {DEFAULTS_NOTE}")
-    p.add_argument("--label-smoothing", type=float, help=f"label smoothing {DEFAULTS_NOTE}")
+    p.add_argument("--epochs", type=positive_int, help=f"epochs {DEFAULTS_NOTE}")
+    p.add_argument("--batch-size", type=positive_int, help=f"batch size {DEFAULTS_NOTE}")
+    p.add_argument("--lr", type=positive_float, help=f"peak learning rate {DEFAULTS_NOTE}")
+    p.add_argument("--weight-decay", type=non_negative_float, help=f"weight decay {DEFAULTS_NOTE}")
+    p.add_argument("--label-smoothing", type=unit_interval, help=f"label smoothing {DEFAULTS_NOTE}")
     p.add_argument("--optimizer", choices=["sgd", "adamw"], help=f"optimizer {DEFAULTS_NOTE}")
-    p.add_argument("--warmup-epochs", type=float, help=f"linear warm-up before the cosine decay {DEFAULTS_NOTE}")
+    p.add_argument("--warmup-epochs", type=non_negative_float, help=f"linear warm-up before the cosine decay {DEFAULTS_NOTE}")
     p.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same run (default: 0)")
-    p.add_argument("--workers", type=int, default=0, help="background threads preparing batches (default: 0)")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--workers", type=non_negative_int, default=0, help="background threads preparing batches (default: 0)")
+    p.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"],
                    help="mixed precision: auto = bf16 on CPUs that have it, fp16 on CUDA (default: auto)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: auto")
     p.add_argument("--resume", metavar="DIR", help="continue the run saved in DIR (its last/ folder)")
-    p.add_argument("--limit", type=int, help="use only the first N faces of each split (smoke runs)")
+    p.add_argument("--limit", type=positive_int, help="use only the first N faces of each split (smoke runs)")
     p.add_argument("--pretrained", metavar="ID_OR_DIR",
                    help="start from these weights: a Hugging Face hub id or a local folder (default for vit/convnext/"
                         "convnextv2: the model's hub id); for cnn, a fer-engine checkpoint folder")
     p.add_argument("--from-config", nargs="?", const="full", metavar="full|tiny|JSON",
                    help="build an untrained model from its config: full size (default), tiny (tests) or a JSON file")
-    p.add_argument("--average-last", type=int, default=0, metavar="N",
+    p.add_argument("--average-last", type=non_negative_int, default=0, metavar="N",
                    help="also try the average of the last N epochs' weights; kept if PublicTest prefers it")
     p.add_argument("--tune-bias", action="store_true",
                    help="after training, fit a per-class logit bias on PublicTest for macro-F1 (kept if it gains)")
     p.add_argument("--augment", default="strong", choices=["strong", "light", "flip"],
                    help="augmentation preset: strong (flip, rotation 15, scale, shift, jitter, erasing 0.5), light "
                         "(milder warps, erasing 0.25) or flip only (default: strong)")
+    p.add_argument("--ema", type=unit_interval, default=0.0, metavar="DECAY",
+                   help="also keep an exponential moving average of the weights (e.g. 0.999); each epoch PublicTest "
+                        "judges both and the better is kept as best (default: 0, none)")
+    p.add_argument("--max-minutes", type=positive_float, metavar="M",
+                   help="stop cleanly at the end of the last epoch that fits in M minutes (judged by the epochs so far), "
+                        "state saved for --resume; the schedule stays the one of --epochs")
+    p.add_argument("--compact-state", metavar="DIR",
+                   help="when the run stops or ends, also write a small copy of its resumable state to DIR (fp16 "
+                        "weights and EMA, no optimizer buffers: a few MB to commit between machines)")
     p.add_argument("--skip-bad-rows", action="store_true", help="skip malformed rows or images, counting them")
     p.add_argument("--no-test", action="store_true", help="do not evaluate PrivateTest after training")
     p.add_argument("--list-models", action="store_true", help="list the registered models and exit")
@@ -76,12 +88,31 @@ def main(argv: list[str] | None = None) -> int:
             amp=args.amp, device=args.device, threads=args.threads, limit=args.limit,
             pretrained=args.pretrained, from_config=args.from_config, skip_bad_rows=args.skip_bad_rows,
             final_test=not args.no_test, average_last=args.average_last,
-            tune_bias=args.tune_bias, augment=args.augment)
+            tune_bias=args.tune_bias, augment=args.augment, ema=args.ema)
         trainer = Trainer(cfg, resume=args.resume)
-        try:
-            trainer.run()
-        except KeyboardInterrupt:
-            return 130
+        stop_signal: list[int] = []
+
+        def on_signal(signum, frame):
+            if stop_signal:  # a second signal: stop now, as the default handler would
+                raise KeyboardInterrupt
+            stop_signal.append(signum)
+            trainer.request_stop(signal.Signals(signum).name)
+            print(f"\nfer-train: {signal.Signals(signum).name}: stopping after this step and saving the state "
+                  f"(again to stop at once, losing this epoch)", file=sys.stderr)
+
+        for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+            if hasattr(signal, name):
+                signal.signal(getattr(signal, name), on_signal)
+        result = trainer.run(max_minutes=args.max_minutes)
+        if args.compact_state:
+            from pathlib import Path
+
+            from .state import compact_state
+
+            folder = compact_state(trainer.out / "last", Path(args.compact_state))
+            print(f"compact state: {folder}")
+        if "stopped" in result:
+            return 128 + stop_signal[0] if stop_signal else 0
         print(f"checkpoint: {trainer.out / 'best'}")
         return 0
 

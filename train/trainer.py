@@ -2,8 +2,11 @@
 
 Batches are drawn from the in-memory uint8 faces by a per-epoch permutation (nothing is copied per
 epoch) and augmented on the fly; every epoch ends with a PublicTest evaluation, and the best epoch by
-PublicTest accuracy is kept as ``OUT/best``. ``OUT/last`` is the resumable state, written every epoch
-and on Ctrl-C. PrivateTest is evaluated once, on the best checkpoint, after training.
+PublicTest accuracy (of the weights or of their EMA) is kept as ``OUT/best``. ``OUT/last`` is the
+resumable state (train/state.py), written every epoch and when a stop is asked for (Ctrl-C, SIGTERM,
+``--max-minutes``): a stop lands between two steps, so a resumed run continues exactly where it left.
+The schedule (warm-up, then one cosine to zero over ``epochs``) is fixed at the start for the same reason.
+PrivateTest is evaluated once, on the best checkpoint, after training.
 """
 
 from __future__ import annotations
@@ -32,11 +35,12 @@ from .checkpoint import load_checkpoint, read_checkpoint_config, save_checkpoint
 from .data import FerSplit, load_fer2013
 from .evaluate import predict_probs
 from .metrics import Report
+from .averaging import EMA
 from .models import BuiltModel, count_macs, count_parameters, cpu_state_dict, create_model, get_family
 from .plots import plot_training_curve
 from .preprocess import faces_to_tensor, to_pixel_values
+from .state import TrainingState, has_state, read_state, write_state
 
-STATE_FILE = "training_state.pt"
 
 
 @dataclass
@@ -65,6 +69,7 @@ class TrainConfig:
     average_last: int = 0  # average the weights of the last N epochs; kept when PublicTest says it is better
     tune_bias: bool = False  # per-class logit bias for macro-F1, chosen on PublicTest
     augment: str = "strong"  # a preset of augment.AUGMENT_PRESETS
+    ema: float = 0.0  # decay of an exponential moving average of the weights; 0 = none
 
     def fill_defaults(self) -> "TrainConfig":
         defaults = get_family(self.model).defaults
@@ -74,8 +79,11 @@ class TrainConfig:
         self.out = self.out or f"runs/{self.model}"
         if self.optimizer not in ("sgd", "adamw"):
             raise FerError(f"unknown optimizer '{self.optimizer}': choose sgd or adamw")
-        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
-            raise FerError("--epochs, --batch-size and --lr must be positive")
+        for name in ("epochs", "batch_size", "lr"):
+            if getattr(self, name) <= 0:
+                raise FerError(f"{name} must be positive (got {getattr(self, name)})")
+        if not 0 <= self.ema < 1:
+            raise FerError(f"ema must be a decay in [0, 1), e.g. 0.999 (got {self.ema})")
         augment_preset(self.augment)  # fails early on an unknown name
         if not 0 <= self.average_last <= self.epochs:
             raise FerError(f"--average-last must be between 0 and --epochs ({self.epochs})")
@@ -212,12 +220,14 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, resume: str | None = None, log=print):
         self.log = log
         self.resume_dir = Path(resume) if resume else None
-        state = None
+        state: TrainingState | None = None
         if self.resume_dir:
             self.resume_dir = self._find_resume_dir(self.resume_dir)
-            state = torch.load(self.resume_dir / STATE_FILE, map_location="cpu", weights_only=False)
-            saved = TrainConfig(**state["config"])
+            state = read_state(self.resume_dir)
+            known = {f.name for f in fields(TrainConfig)}
+            saved = TrainConfig(**{k: v for k, v in state.config.items() if k in known})
             saved.workers, saved.device, saved.threads = cfg.workers, cfg.device, cfg.threads
+            saved.out = cfg.out or saved.out  # a state copied elsewhere (e.g. a committed compact one) goes on in --out
             saved.average_last = cfg.average_last or saved.average_last
             saved.tune_bias = cfg.tune_bias or saved.tune_bias
             cfg = saved
@@ -231,8 +241,11 @@ class Trainer:
 
         if state:
             spec, arch = read_checkpoint_config(self.resume_dir)
-            module = get_family(spec.model).load(self.resume_dir, spec, arch)
-            self.built = BuiltModel(module, spec, arch)
+            try:
+                module = get_family(spec.model).load(self.resume_dir, spec, arch)
+            except Exception as exc:  # safetensors and torch raise several types for a damaged file
+                raise FerError(f"{self.resume_dir / 'model.safetensors'} is damaged ({exc}); it cannot be resumed") from exc
+            self.built = BuiltModel(module.float(), spec, arch)
         else:
             self.built = create_model(cfg.model, pretrained=cfg.pretrained, from_config=cfg.from_config)
         data = load_fer2013(cfg.data, skip_bad_rows=cfg.skip_bad_rows)
@@ -251,14 +264,25 @@ class Trainer:
         self.history: list[dict] = []
         self.best: dict | None = None
         self.start_epoch, self.start_step, self.elapsed = 0, 0, 0.0
+        self.ema = EMA(self.module, cfg.ema) if cfg.ema else None
+        self.stop_reason: str | None = None
         if state:
-            self.optimizer.load_state_dict(state["optimizer"])
-            self.scheduler.load_state_dict(state["scheduler"])
-            self.history, self.best = state["history"], state["best"]
-            self.start_epoch, self.start_step, self.elapsed = state["epoch"], state["step"], state["elapsed"]
-            if "rng" in state:
-                torch.set_rng_state(state["rng"])  # dropout continues as in an uninterrupted run
-            self.log(f"resuming {self.resume_dir} at epoch {self.start_epoch + 1}, step {self.start_step}")
+            try:
+                self.optimizer.load_state_dict(state.optimizer)
+                self.scheduler.load_state_dict(state.scheduler)
+                if self.ema is not None and state.ema is not None:
+                    self.ema.load(state.ema)
+            except (KeyError, ValueError, RuntimeError) as exc:
+                raise FerError(f"the state in {self.resume_dir} does not fit this model ({exc}); it cannot be resumed") from exc
+            self.history, self.best = state.history, state.best
+            if self.best is not None and not (self.out / "best").is_dir():
+                self.log(f"{self.out / 'best'} is not here: the best epoch is chosen again among the epochs to come")
+                self.best = None
+            self.start_epoch, self.start_step, self.elapsed = state.epoch, state.step, state.elapsed
+            if state.rng is not None:
+                torch.set_rng_state(state.rng)  # dropout continues as in an uninterrupted run
+            self.log(f"resuming {self.resume_dir} at epoch {self.start_epoch + 1}, step {self.start_step}"
+                     + (" (compact state: fp16 weights, optimizer momentum rebuilt)" if state.compact else ""))
         invoked = "fer-train " + " ".join(sys.argv[1:]) if sys.argv and "fer-train" in sys.argv[0] else None
         self.command, self.resumed_with = invoked, []
         if state:
@@ -270,10 +294,18 @@ class Trainer:
 
     @staticmethod
     def _find_resume_dir(path: Path) -> Path:
+        if not path.is_dir():
+            raise FerError(f"nothing to resume: {path} is not a folder (give the --out of an earlier fer-train run)")
         for candidate in (path, path / "last"):
-            if (candidate / STATE_FILE).is_file():
+            if has_state(candidate):
                 return candidate
-        raise FerError(f"nothing to resume in {path}: expected {path}/last/{STATE_FILE} from an earlier fer-train run")
+        if (path / "last").is_dir() or (path / "model.safetensors").is_file():
+            return path / "last" if (path / "last").is_dir() else path  # read_state names the missing file
+        raise FerError(f"nothing to resume in {path}: expected {path}/last/ from an earlier fer-train run")
+
+    def request_stop(self, reason: str) -> None:
+        """Stop at the end of the current step, saving a resumable state (from a signal handler)."""
+        self.stop_reason = reason
 
     def _metrics(self) -> dict:
         return {
@@ -292,14 +324,11 @@ class Trainer:
         }
 
     def _save_last(self, epoch: int, step: int) -> None:
-        state = {"config": asdict(self.cfg), "optimizer": self.optimizer.state_dict(),
-                 "scheduler": self.scheduler.state_dict(), "history": self.history, "best": self.best,
-                 "epoch": epoch, "step": step, "elapsed": self.elapsed, "rng": torch.get_rng_state()}
-        import io
-
-        buffer = io.BytesIO()
-        torch.save(state, buffer)
-        save_checkpoint(self.out / "last", self.built, self._metrics(), {STATE_FILE: buffer.getvalue()})
+        state = TrainingState(
+            config=asdict(self.cfg), epoch=epoch, step=step, elapsed=self.elapsed, history=self.history,
+            best=self.best, scheduler=self.scheduler.state_dict(), optimizer=self.optimizer.state_dict(),
+            ema=self.ema.state_for_saving() if self.ema else None, rng=torch.get_rng_state())
+        save_checkpoint(self.out / "last", self.built, self._metrics(), lambda folder: write_state(folder, state))
 
     def _train_step(self, x, y) -> tuple[float, int]:
         x = to_pixel_values(x.to(self.device, non_blocking=True), self.built.spec).contiguous(
@@ -314,62 +343,94 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update(self.module)
         return loss.item(), int((logits.argmax(1) == y).sum())
 
-    def run(self) -> dict:
+    def run(self, max_minutes: float | None = None) -> dict:
+        """Train to the end of the schedule and finish (averaging, bias, PrivateTest), or stop early when
+        asked (``request_stop``) or when the next epoch would pass ``max_minutes``; an early stop saves
+        ``last/`` and returns ``{"stopped": reason, ...}`` without finishing."""
         cfg = self.cfg
         steps = self.stream.steps_per_epoch()
         self.log(f"model {cfg.model}: {self.params / 1e6:.2f} M parameters, {self.macs / 1e9:.3f} GMACs/face, "
                  f"input {self.built.spec.channels}x{self.built.spec.image_size[0]}x{self.built.spec.image_size[1]}; "
                  f"device {self.device}, amp {self.amp or 'off'}, {torch.get_num_threads()} threads; "
-                 f"{cfg.epochs} epochs x {steps} steps of {cfg.batch_size}")
+                 f"{cfg.epochs} epochs x {steps} steps of {cfg.batch_size}"
+                 + (f"; EMA {cfg.ema:g}" if self.ema else ""))
         self.module.train()
-        epoch, step = self.start_epoch, self.start_step
-        try:
-            for epoch in range(self.start_epoch, cfg.epochs):
-                first = self.start_step if epoch == self.start_epoch else 0
-                loss_sum = correct = seen = 0
-                started = time.perf_counter()
-                bar = _progress(steps, f"epoch {epoch + 1}/{cfg.epochs}")
-                bar.update(first)
-                for x, y, step in self.stream.epoch(epoch, first):
-                    loss, hits = self._train_step(x, y)
-                    loss_sum += loss * len(y)
-                    correct += hits
-                    seen += len(y)
-                    rate = seen / max(time.perf_counter() - started, 1e-9)
-                    bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen * 100:.1f}%", img_s=f"{rate:.0f}", refresh=False)
-                    bar.update(1)
-                bar.close()
-                step = steps
-                train_time = time.perf_counter() - started
-                report, val_loss = evaluate_split(self.module, self.built.spec, self.val_split, self.device, cfg.eval_batch_size)
-                self.module.train()
-                self.elapsed += time.perf_counter() - started
-                record = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "train_accuracy": correct / max(seen, 1),
-                          "val_loss": val_loss, "val_accuracy": report.accuracy, "val_macro_f1": report.macro_f1,
-                          "lr": self.optimizer.param_groups[0]["lr"], "images_per_s": seen / max(train_time, 1e-9),
-                          "epoch_time_s": time.perf_counter() - started}
-                self.history.append(record)
-                improved = self.best is None or report.accuracy > self.best["val_accuracy"]
-                if improved:
-                    self.best = dict(record)
-                self.log(f"epoch {epoch + 1}/{cfg.epochs}: loss {record['train_loss']:.3f}, train acc "
-                         f"{record['train_accuracy'] * 100:.1f}%, PublicTest acc {report.accuracy * 100:.2f}% "
-                         f"macro-F1 {report.macro_f1 * 100:.2f}%, {record['images_per_s']:.0f} img/s, "
-                         f"{record['epoch_time_s']:.0f} s" + ("  * best" if improved else ""))
-                if improved:
-                    save_checkpoint(self.out / "best", self.built, self._metrics())
-                step = 0
-                self._save_last(epoch + 1, 0)
-                if epoch + 1 > cfg.epochs - cfg.average_last:
-                    self._save_tail(epoch + 1)
-        except KeyboardInterrupt:
-            self._save_last(epoch, step if step < steps else 0)
-            self.log(f"\ninterrupted: state saved in {self.out / 'last'}; continue with "
-                     f"`fer-train --resume {self.out}`")
-            raise
+        session_start = time.perf_counter()
+        for epoch in range(self.start_epoch, cfg.epochs):
+            first = self.start_step if epoch == self.start_epoch else 0
+            loss_sum = correct = seen = 0
+            started = time.perf_counter()
+            bar = _progress(steps, f"epoch {epoch + 1}/{cfg.epochs}")
+            bar.update(first)
+            for x, y, step in self.stream.epoch(epoch, first):
+                loss, hits = self._train_step(x, y)
+                loss_sum += loss * len(y)
+                correct += hits
+                seen += len(y)
+                rate = seen / max(time.perf_counter() - started, 1e-9)
+                bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen * 100:.1f}%", img_s=f"{rate:.0f}", refresh=False)
+                bar.update(1)
+                if self.stop_reason:
+                    bar.close()
+                    self.elapsed += time.perf_counter() - started
+                    return self._stop(epoch, step + 1)
+            bar.close()
+            train_time = time.perf_counter() - started
+            record = self._end_epoch(epoch, loss_sum, correct, seen, train_time, started)
+            self._save_last(epoch + 1, 0)
+            if epoch + 1 > cfg.epochs - cfg.average_last:
+                self._save_tail(epoch + 1)
+            if self.stop_reason:
+                return self._stop(epoch + 1, 0)
+            if max_minutes is not None and epoch + 1 < cfg.epochs:
+                spent = time.perf_counter() - session_start
+                if spent + record["epoch_time_s"] > max_minutes * 60:
+                    self.stop_reason = f"--max-minutes {max_minutes:g}: the next epoch would end after it"
+                    return self._stop(epoch + 1, 0)
         return self.finish()
+
+    def _end_epoch(self, epoch: int, loss_sum: float, correct: int, seen: int, train_time: float, started: float) -> dict:
+        cfg = self.cfg
+        report, val_loss = evaluate_split(self.module, self.built.spec, self.val_split, self.device, cfg.eval_batch_size)
+        ema_report = None
+        if self.ema is not None:
+            ema_module = self.ema.module_like(self.module)
+            ema_report, _ = evaluate_split(ema_module, self.built.spec, self.val_split, self.device, cfg.eval_batch_size)
+        self.module.train()
+        self.elapsed += time.perf_counter() - started
+        record = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "train_accuracy": correct / max(seen, 1),
+                  "val_loss": val_loss, "val_accuracy": report.accuracy, "val_macro_f1": report.macro_f1,
+                  "lr": self.optimizer.param_groups[0]["lr"], "images_per_s": seen / max(train_time, 1e-9),
+                  "epoch_time_s": time.perf_counter() - started}
+        candidate, weights = report, "raw"
+        if ema_report is not None:
+            record.update(ema_val_accuracy=ema_report.accuracy, ema_val_macro_f1=ema_report.macro_f1)
+            if ema_report.accuracy > report.accuracy:
+                candidate, weights = ema_report, "ema"
+        self.history.append(record)
+        improved = self.best is None or candidate.accuracy > self.best["val_accuracy"]
+        if improved:
+            self.best = dict(record, val_accuracy=candidate.accuracy, val_macro_f1=candidate.macro_f1, weights=weights)
+        ema_text = f" (EMA {ema_report.accuracy * 100:.2f}%)" if ema_report is not None else ""
+        self.log(f"epoch {epoch + 1}/{cfg.epochs}: loss {record['train_loss']:.3f}, train acc "
+                 f"{record['train_accuracy'] * 100:.1f}%, PublicTest acc {report.accuracy * 100:.2f}%{ema_text} "
+                 f"macro-F1 {report.macro_f1 * 100:.2f}%, {record['images_per_s']:.0f} img/s, "
+                 f"{record['epoch_time_s']:.0f} s" + (f"  * best ({weights})" if improved else ""))
+        if improved:
+            module = self.module if weights == "raw" else self.ema.module_like(self.module)
+            save_checkpoint(self.out / "best", BuiltModel(module, self.built.spec, self.built.arch), self._metrics())
+        return record
+
+    def _stop(self, epoch: int, step: int) -> dict:
+        self._save_last(epoch, step)
+        where = f"epoch {epoch + 1}, step {step}" if step else f"the start of epoch {epoch + 1}"
+        self.log(f"stopped ({self.stop_reason}): state saved in {self.out / 'last'}; it continues at {where} with "
+                 f"`fer-train --resume {self.out}`")
+        return {"stopped": self.stop_reason, "epoch": epoch, "step": step, "state": str(self.out / "last")}
 
     def _tail_file(self, epoch: int) -> Path:
         return self.out / "tail" / f"epoch_{epoch}.safetensors"
