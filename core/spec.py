@@ -19,6 +19,23 @@ SPLITS: tuple[str, ...] = ("Training", "PublicTest", "PrivateTest")
 FORMAT_VERSION = 1
 
 
+# Spellings of the seven emotions found in published emotion models' ``id2label`` (compared lower-case).
+LABEL_SYNONYMS: dict[str, str] = {
+    "angry": "angry", "anger": "angry", "mad": "angry",
+    "disgust": "disgust", "disgusted": "disgust", "disgusting": "disgust",
+    "fear": "fear", "fearful": "fear", "afraid": "fear", "scared": "fear",
+    "happy": "happy", "happiness": "happy", "joy": "happy",
+    "sad": "sad", "sadness": "sad",
+    "surprise": "surprise", "surprised": "surprise",
+    "neutral": "neutral", "neutrality": "neutral",
+}
+
+
+def canonical_label(name: str) -> str | None:
+    """Our name for an emotion label as another model spells it ('Happiness' -> 'happy'), or None."""
+    return LABEL_SYNONYMS.get(str(name).strip().lower())
+
+
 def did_you_mean(name: str, choices: Iterable[str]) -> str:
     """' Did you mean 'x'?' for the closest choice, or '' when nothing is close."""
     close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.5)

@@ -147,10 +147,18 @@ def test_damaged_or_missing_state_is_one_line_naming_the_file(train_csv, tmp_pat
     (["--model", "cnn"], "--data is required"),
     (["--model", "cnn", "--data", "/no/such/file.csv"], "data not found"),
     (["--resume", "/no/such/run"], "nothing to resume"),
+    (["--model", "cnn", "--data", "x.csv", "--out", "/proc/version"], "is a file, not a folder"),
+    (["--model", "cnn", "--data", "x.csv", "--out", "/proc/fer-run"], "cannot write into --out"),
+    (["--model", "cnn", "--data", "x.csv", "--epochs", "0"], "argument --epochs: 0 is out of range"),
+    (["--model", "cnn", "--data", "x.csv", "--lr", "-1"], "argument --lr: -1 is out of range"),
+    (["--model", "cnn", "--data", "x.csv", "--ema", "1.5"], "argument --ema: 1.5 is out of range"),
     (["--model", "cnn", "--data", "x.csv", "--from-config", "nope"], "--from-config takes"),
 ])
 def test_fer_train_user_errors_are_one_line(argv, message, capsys):
-    assert cli_train.main(argv) == 2
+    try:
+        assert cli_train.main(argv) == 2
+    except SystemExit as exit:  # argparse refuses bad numbers itself
+        assert exit.code == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
 

@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pretrained", metavar="ID_OR_DIR",
                    help="start from these weights: a Hugging Face hub id or a local folder (default for vit/convnext/"
                         "convnextv2: the model's hub id); for cnn, a fer-engine checkpoint folder")
+    p.add_argument("--new-head", action="store_true",
+                   help="with --pretrained: give the model a new 7-label head even if it already classifies emotions "
+                        "(by default an emotion model's head is kept and its labels mapped onto ours)")
     p.add_argument("--from-config", nargs="?", const="full", metavar="full|tiny|JSON",
                    help="build an untrained model from its config: full size (default), tiny (tests) or a JSON file")
     p.add_argument("--average-last", type=non_negative_int, default=0, metavar="N",
@@ -88,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
             amp=args.amp, device=args.device, threads=args.threads, limit=args.limit,
             pretrained=args.pretrained, from_config=args.from_config, skip_bad_rows=args.skip_bad_rows,
             final_test=not args.no_test, average_last=args.average_last,
-            tune_bias=args.tune_bias, augment=args.augment, ema=args.ema)
+            tune_bias=args.tune_bias, augment=args.augment, ema=args.ema,
+            new_head=args.new_head)
         trainer = Trainer(cfg, resume=args.resume)
         stop_signal: list[int] = []
 

@@ -51,10 +51,14 @@ class ModelFamily(ABC):
     description: str
     defaults: TrainDefaults
 
+    # The published FER2013 fine-tune that export and evaluation use when no model is named (None: ours).
+    finetuned_id: str | None = None
+
     @abstractmethod
-    def create(self, pretrained: str | None = None, from_config: str | None = None) -> BuiltModel:
+    def create(self, pretrained: str | None = None, from_config: str | None = None, new_head: bool = False) -> BuiltModel:
         """A new model: from pretrained weights (hub id or folder), or untrained from a config
-        (``full`` size, ``tiny`` for tests, or a JSON file of config values)."""
+        (``full`` size, ``tiny`` for tests, or a JSON file of config values). An emotion model's head is
+        kept, its labels mapped to ours, unless ``new_head``."""
 
     @abstractmethod
     def save_weights(self, built: BuiltModel, folder: Path, config: dict) -> None:
@@ -87,8 +91,9 @@ def get_family(name: str) -> ModelFamily:
                        f"Available: {', '.join(list_models())}") from None
 
 
-def create_model(name: str, pretrained: str | None = None, from_config: str | None = None) -> BuiltModel:
-    return get_family(name).create(pretrained=pretrained, from_config=from_config)
+def create_model(name: str, pretrained: str | None = None, from_config: str | None = None,
+                 new_head: bool = False) -> BuiltModel:
+    return get_family(name).create(pretrained=pretrained, from_config=from_config, new_head=new_head)
 
 
 def cpu_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
@@ -149,7 +154,7 @@ class CNNFamily(ModelFamily):
     def spec(self) -> ModelSpec:
         return ModelSpec(model=self.name, image_size=(48, 48), channels=1, mean=FER_MEAN, std=FER_STD)
 
-    def create(self, pretrained=None, from_config=None) -> BuiltModel:
+    def create(self, pretrained=None, from_config=None, new_head=False) -> BuiltModel:
         if pretrained:
             from .checkpoint import load_checkpoint  # fine-tune one of our own checkpoints
 
@@ -177,6 +182,14 @@ class CNNFamily(ModelFamily):
         return module
 
 
+def hub_download_hint(source: str, model: str, exc: Exception | None = None) -> str:
+    folder = f"{model}-{source.rstrip('/').split('/')[-1]}"
+    why = f" ({exc})" if exc else ""
+    return (f"cannot load '{source}' from the Hugging Face hub (offline, or no such model){why}. On a machine with "
+            f"internet access run `huggingface-cli download {source} --local-dir {folder}`, copy that folder here "
+            f"and pass --pretrained ./{folder}")
+
+
 class HFClassifier(nn.Module):
     """A transformers image classifier behind the contract ``forward(pixel_values) -> logits``."""
 
@@ -192,8 +205,9 @@ class HFFamily(ModelFamily):
     defaults = TrainDefaults(epochs=10, batch_size=32, lr=5e-5, weight_decay=0.05, optimizer="adamw",
                              warmup_epochs=1, label_smoothing=0.1)
 
-    def __init__(self, name, hub_id, config_class, description, full, tiny, mean, std):
+    def __init__(self, name, hub_id, config_class, description, full, tiny, mean, std, finetuned_id=None):
         self.name, self.hub_id, self.config_class, self.description = name, hub_id, config_class, description
+        self.finetuned_id = finetuned_id
         self.full, self.tiny, self.mean, self.std = full, tiny, mean, std
 
     def _label_kwargs(self) -> dict:
@@ -204,11 +218,11 @@ class HFFamily(ModelFamily):
         return ModelSpec(model=self.name, image_size=(image_size, image_size), channels=3,
                          mean=tuple(mean or self.mean), std=tuple(std or self.std))
 
-    def create(self, pretrained=None, from_config=None) -> BuiltModel:
+    def create(self, pretrained=None, from_config=None, new_head=False) -> BuiltModel:
         import transformers
 
         if from_config is None:
-            return self._from_pretrained(pretrained or self.hub_id)
+            return self._from_pretrained(pretrained or self.hub_id, new_head)
         if pretrained:
             raise FerError("pass either --pretrained or --from-config, not both")
         values = {"full": self.full, "tiny": self.tiny}.get(from_config)
@@ -218,36 +232,57 @@ class HFFamily(ModelFamily):
         hf = transformers.AutoModelForImageClassification.from_config(config)
         return BuiltModel(HFClassifier(hf), self._spec(config.image_size), {})
 
-    def _from_pretrained(self, source: str) -> BuiltModel:
+    def _from_pretrained(self, source: str, new_head: bool = False) -> BuiltModel:
         import transformers
+
+        from .hf_import import plan_head, reorder_head
 
         local = Path(source).expanduser()
         if not local.is_dir() and (source.startswith((".", "/", "~")) or os.sep in source.strip("/").split("/", 1)[-1]):
             raise FerError(f"pretrained folder not found: {source}")
-        load = transformers.AutoModelForImageClassification.from_pretrained
+        where = str(local) if local.is_dir() else source
+        config = self._load_hub(transformers.AutoConfig.from_pretrained, source, local)
+        plan = plan_head(config.id2label, where, new_head)
+        label_kwargs = {} if plan.keep_head else dict(ignore_mismatched_sizes=True, **self._label_kwargs())
+        hf = self._load_hub(transformers.AutoModelForImageClassification.from_pretrained, source, local, **label_kwargs)
+        if plan.keep_head:
+            reorder_head(hf, plan.order)
+        mean, std = self._processor_values(source, local)
+        return BuiltModel(HFClassifier(hf), self._spec(hf.config.image_size, mean, std), {"head": plan.reason})
+
+    def _load_hub(self, load, source: str, local: Path, **kwargs):
+        """``load`` from a local folder, the user's Hugging Face cache, or the hub; one clear error if none."""
         try:
             if local.is_dir():
-                hf = load(str(local), ignore_mismatched_sizes=True, **self._label_kwargs())
-            else:
-                try:  # the user's Hugging Face cache first: no network needed
-                    hf = load(source, ignore_mismatched_sizes=True, local_files_only=True, **self._label_kwargs())
-                except OSError:
-                    if not _hub_reachable():
-                        raise OSError("the Hugging Face hub cannot be reached") from None
-                    hf = load(source, ignore_mismatched_sizes=True, **self._label_kwargs())
-        except OSError as exc:
+                return load(str(local), **kwargs)
+            try:  # the user's Hugging Face cache first: no network needed
+                return load(source, local_files_only=True, **kwargs)
+            except OSError:
+                if not _hub_reachable():
+                    raise OSError("the Hugging Face hub cannot be reached") from None
+                return load(source, **kwargs)
+        except (OSError, ValueError) as exc:
             if local.is_dir():
                 raise FerError(f"{local} is not a transformers model folder ({exc})") from exc
-            raise FerError(
-                f"cannot load '{source}' from the Hugging Face hub (offline, or no such model). On a machine with "
-                f"internet access run `huggingface-cli download {source} --local-dir {self.name}-pretrained`, "
-                f"copy that folder here and pass --pretrained ./{self.name}-pretrained") from exc
-        mean = std = None
+            raise FerError(hub_download_hint(source, self.name, exc)) from exc
+
+    @staticmethod
+    def _processor_values(source: str, local: Path) -> tuple[list | None, list | None]:
+        """The model's own normalisation (``preprocessor_config.json``), if it ships one."""
         processor_file = local / "preprocessor_config.json"
-        if processor_file.is_file():
-            processor = json.loads(processor_file.read_text())
-            mean, std = processor.get("image_mean"), processor.get("image_std")
-        return BuiltModel(HFClassifier(hf), self._spec(hf.config.image_size, mean, std), {})
+        if not local.is_dir():
+            from transformers.utils import cached_file
+
+            try:
+                found = cached_file(source, "preprocessor_config.json", local_files_only=True,
+                                    _raise_exceptions_for_missing_entries=False)
+            except OSError:
+                found = None
+            processor_file = Path(found) if found else local / "-"
+        if not processor_file.is_file():
+            return None, None
+        processor = json.loads(processor_file.read_text())
+        return processor.get("image_mean"), processor.get("image_std")
 
     def save_weights(self, built, folder, config) -> None:
         hf = built.module.hf
@@ -266,13 +301,13 @@ register(HFFamily(
     "vit", "google/vit-base-patch16-224", "ViTConfig", "ViT-B/16 (86 M parameters), 224x224 input",
     full={}, tiny=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
                        image_size=32, patch_size=8),
-    mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)))
+    mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), finetuned_id="Aaryan333/vit-base-finetuned-fer2013"))
 register(HFFamily(
     "convnext", "facebook/convnext-tiny-224", "ConvNextConfig", "ConvNeXt-T (28 M parameters), 224x224 input",
     full={}, tiny=dict(hidden_sizes=[8, 16, 32, 64], depths=[1, 1, 1, 1], image_size=32),
-    mean=IMAGENET_MEAN, std=IMAGENET_STD))
+    mean=IMAGENET_MEAN, std=IMAGENET_STD, finetuned_id="Aaryan333/convnext-tiny-finetuned-fer2013"))
 register(HFFamily(
     "convnextv2", "facebook/convnextv2-tiny-22k-384", "ConvNextV2Config",
     "ConvNeXt-V2-T (28 M parameters), 384x384 input",
     full=dict(image_size=384), tiny=dict(hidden_sizes=[8, 16, 32, 64], depths=[1, 1, 1, 1], image_size=32),
-    mean=IMAGENET_MEAN, std=IMAGENET_STD))
+    mean=IMAGENET_MEAN, std=IMAGENET_STD, finetuned_id="Aaryan333/convnextv2-tiny-384-finetuned-fer2013"))

@@ -70,6 +70,7 @@ class TrainConfig:
     tune_bias: bool = False  # per-class logit bias for macro-F1, chosen on PublicTest
     augment: str = "strong"  # a preset of augment.AUGMENT_PRESETS
     ema: float = 0.0  # decay of an exponential moving average of the weights; 0 = none
+    new_head: bool = False  # replace a pretrained emotion model's head instead of importing it
 
     def fill_defaults(self) -> "TrainConfig":
         defaults = get_family(self.model).defaults
@@ -216,6 +217,19 @@ def evaluate_split(module, spec, split: FerSplit, device, batch_size: int) -> tu
     return Report.from_predictions(split.labels, probs.argmax(1), LABELS), loss
 
 
+def _check_writable_folder(folder: Path) -> None:
+    """Fail before the data is read and an epoch is spent, not when the first checkpoint is written."""
+    if folder.exists() and not folder.is_dir():
+        raise FerError(f"--out {folder} is a file, not a folder: give a folder for the run")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".fer-train-write-check"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise FerError(f"cannot write into --out {folder} ({exc.strerror or exc}): choose a folder you can write to") from exc
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig, resume: str | None = None, log=print):
         self.log = log
@@ -238,6 +252,7 @@ class Trainer:
         self.device = resolve_device(cfg.device)
         self.amp = resolve_amp(cfg.amp, self.device)
         self.out = Path(cfg.out)
+        _check_writable_folder(self.out)
 
         if state:
             spec, arch = read_checkpoint_config(self.resume_dir)
@@ -247,7 +262,8 @@ class Trainer:
                 raise FerError(f"{self.resume_dir / 'model.safetensors'} is damaged ({exc}); it cannot be resumed") from exc
             self.built = BuiltModel(module.float(), spec, arch)
         else:
-            self.built = create_model(cfg.model, pretrained=cfg.pretrained, from_config=cfg.from_config)
+            self.built = create_model(cfg.model, pretrained=cfg.pretrained, from_config=cfg.from_config,
+                                      new_head=cfg.new_head)
         data = load_fer2013(cfg.data, skip_bad_rows=cfg.skip_bad_rows)
         self.log(f"data: {data.source}: {data.summary()}" + (" [cache]" if data.from_cache else ""))
         self.train_split = data.split("Training").head(cfg.limit)
