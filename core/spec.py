@@ -67,7 +67,7 @@ class ModelSpec:
             raise ValueError("a classifier needs at least two labels")
 
     def to_metadata(self) -> dict:
-        """The ``fer`` JSON object of DESIGN.md."""
+        """The ``fer`` JSON object of docs/architecture.md."""
         meta = {
             "format": FORMAT_VERSION,
             "labels": list(self.labels),

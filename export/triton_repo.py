@@ -145,7 +145,7 @@ def _engine_config(path: Path, name: str, options: TritonOptions) -> ModelConfig
         raise FerError(f"{path} was built for batches up to {engine_max}: choose a Triton max batch size of at most "
                        f"{engine_max}, or rebuild the engine with fer-export --tensorrt --max-batch {max_batch}")
     height, width = spec.image_size
-    # fer-export's engines keep the ONNX file's names and float32 I/O (DESIGN.md), whatever their precision.
+    # fer-export's engines keep the ONNX file's names and float32 I/O (docs/architecture.md), whatever their precision.
     return ModelConfig(
         name=name, platform="tensorrt_plan", max_batch_size=max_batch,
         inputs=(TensorConfig("pixel_values", "TYPE_FP32", (spec.channels, height, width)),),

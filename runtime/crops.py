@@ -1,4 +1,4 @@
-"""Face crops as DESIGN.md says: the detector box widened by the model's margin, made square, gray, resized.
+"""Face crops as docs/architecture.md says: the detector box widened by the model's margin, made square, gray, resized.
 
 Where the square leaves the frame, the frame's edge pixels are repeated rather than the square clipped,
 so a face at the border is not stretched. ``align=True`` also rotates the crop so the eyes (YuNet's

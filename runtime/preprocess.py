@@ -1,4 +1,4 @@
-"""The DESIGN.md input contract in numpy/OpenCV: gray face crops → ``pixel_values`` for a model's spec.
+"""The input contract of docs/architecture.md in numpy/OpenCV: gray face crops → ``pixel_values`` for a model's spec.
 
 torch-free: this is what runs on a Jetson. ``fer_engine.train.preprocess`` is the same contract in torch.
 """

@@ -1,6 +1,6 @@
 """The runtime's typed results: detections of one frame, a classified face, and a frame's result.
 
-``FrameResult.to_dict()`` is DESIGN.md's JSON Lines record; the CSV writer flattens the same fields.
+``FrameResult.to_dict()`` is the JSON Lines record of docs/architecture.md; the CSV writer flattens the same fields.
 """
 
 from __future__ import annotations

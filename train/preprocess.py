@@ -1,4 +1,4 @@
-"""The DESIGN.md input contract in torch: gray faces in 0..1 → ``pixel_values`` for a model's spec."""
+"""The input contract of docs/architecture.md in torch: gray faces in 0..1 → ``pixel_values`` for a model's spec."""
 
 from __future__ import annotations
 
