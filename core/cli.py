@@ -64,3 +64,67 @@ def non_negative_float(text: str) -> float:
 
 def unit_interval(text: str) -> float:
     return _number(float, text, lambda v: 0 <= v < 1, "at least 0 and below 1")
+
+
+def int_between(low: int, high: int):
+    """An argparse type for a whole number in ``low..high`` (e.g. the ONNX opsets an exporter supports)."""
+    def parse(text: str) -> int:
+        return _number(int, text, lambda v: low <= v <= high, f"a whole number from {low} to {high}")
+
+    parse.__name__ = f"int {low}..{high}"  # argparse names the type in some messages
+    return parse
+
+
+def comma_separated(item_type: Callable[[str], object]):
+    """An argparse type for ``1,8,32``: a list, each item checked by ``item_type`` (an empty list is refused)."""
+    def parse(text: str) -> list:
+        import argparse
+
+        items = [item.strip() for item in text.split(",") if item.strip()]
+        if not items:
+            raise argparse.ArgumentTypeError(f"'{text}' is empty; give comma-separated values, e.g. 1,8,32")
+        return [item_type(item) for item in items]
+
+    parse.__name__ = "comma-separated list"
+    return parse
+
+
+def excerpt(text: object, limit: int = 60) -> str:
+    """User content quoted in a message, cut short: a header-less CSV's first line is 8 KB of pixels."""
+    text = " ".join(str(text).split())
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text):,} characters)"
+
+
+from contextlib import contextmanager  # noqa: E402 (these helpers were appended)
+from typing import Iterator  # noqa: E402
+
+
+@contextmanager
+def naming(path: object) -> Iterator[None]:
+    """FerErrors raised inside say which file they are about, when their message does not already."""
+    try:
+        yield
+    except FerError as exc:
+        if str(path) in str(exc):
+            raise
+        raise FerError(f"{path}: {exc}") from exc
+
+
+def one_of(choices):
+    """An argparse type for a name from ``choices`` (with comma_separated: a list of them), suggesting the
+    closest name for a typo."""
+    choices = tuple(choices)
+
+    def parse(text: str) -> str:
+        import argparse
+
+        from .spec import did_you_mean
+
+        if text not in choices:
+            raise argparse.ArgumentTypeError(f"'{text}' is not one of {', '.join(choices)}.{did_you_mean(text, choices)}")
+        return text
+
+    parse.__name__ = "name"
+    return parse
