@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fer_engine.cli import excerpt
 from fer_engine.errors import FerError
 from fer_engine.spec import LABELS, SPLITS
 
@@ -64,6 +65,7 @@ class FerData:
     source: str
     skipped: int = 0
     from_cache: bool = False
+    first_skipped: str | None = None  # the first bad row's problem, when rows were skipped
 
     def split(self, name: str) -> FerSplit:
         if name not in SPLITS:
@@ -79,6 +81,13 @@ class FerData:
         if self.skipped:
             text += f"; skipped {self.skipped} bad row(s)"
         return f"{len(self.labels)} faces ({text})"
+
+    def skipped_note(self) -> str:
+        """One line for --skip-bad-rows: how many rows or images were skipped, and the first problem."""
+        if not self.skipped:
+            return f"skipped no bad rows of {self.source}"
+        first = f" (first: {self.first_skipped})" if self.first_skipped else ""
+        return f"skipped {self.skipped} bad row(s) of {self.source}{first}"
 
 
 class _Rejects:
@@ -105,18 +114,25 @@ def default_cache_dir() -> Path:
     return Path(base) / "fer_engine"
 
 
-def load_fer2013(path: str | os.PathLike, *, skip_bad_rows: bool = False, cache: bool = True,
-                 cache_dir: str | os.PathLike | None = None) -> FerData:
-    """Load the Kaggle CSV (``.csv`` or ``.csv.gz``) or an image-folder tree, through the cache."""
+def check_data_path(path: str | os.PathLike) -> Path:
+    """Refuse a missing data path at once, before a command loads a model or writes anything."""
     path = Path(path)
     if not path.exists():
         raise FerError(f"data not found: {path}. Pass the Kaggle fer2013.csv(.gz) or an image-folder root.")
+    return path
+
+
+def load_fer2013(path: str | os.PathLike, *, skip_bad_rows: bool = False, cache: bool = True,
+                 cache_dir: str | os.PathLike | None = None) -> FerData:
+    """Load the Kaggle CSV (``.csv`` or ``.csv.gz``) or an image-folder tree, through the cache."""
+    path = check_data_path(path)
     key = _content_key(path, skip_bad_rows)
     cache_file = Path(cache_dir or default_cache_dir()) / f"fer2013-{key}.npz"
     if cache and cache_file.exists():
         try:
             with np.load(cache_file) as z:
-                return FerData(z["images"], z["labels"], z["splits"], str(path), int(z["skipped"]), True)
+                first = str(z["first_skipped"]) if "first_skipped" in z.files else ""
+                return FerData(z["images"], z["labels"], z["splits"], str(path), int(z["skipped"]), True, first or None)
         except (OSError, KeyError, ValueError):
             pass  # a damaged cache is rebuilt below
     data = _parse_folder(path, skip_bad_rows) if path.is_dir() else _parse_csv(path, skip_bad_rows)
@@ -142,7 +158,8 @@ def _write_cache(cache_file: Path, data: FerData) -> None:
     try:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache_file.with_suffix(f".tmp{os.getpid()}.npz")
-        np.savez(tmp, images=data.images, labels=data.labels, splits=data.splits, skipped=data.skipped)
+        np.savez(tmp, images=data.images, labels=data.labels, splits=data.splits, skipped=data.skipped,
+                 first_skipped=data.first_skipped or "")
         os.replace(tmp, cache_file)
     except OSError:
         pass  # a read-only cache folder only costs the parse next time
@@ -166,8 +183,12 @@ def _parse_csv(path: Path, skip_bad_rows: bool) -> FerData:
                 raise FerError(f"{path} is empty: expected the columns emotion,pixels,Usage")
             columns = {name.strip().lower(): i for i, name in enumerate(header)}
             missing = [c for c in ("emotion", "pixels", "usage") if c not in columns]
+            if missing and _looks_like_a_face_row(header):
+                raise FerError(f"{path} has no header line: its first line is already a face "
+                               f"({excerpt(','.join(header), 40)}). Add the line emotion,pixels,Usage at the top")
             if missing:
-                raise FerError(f"{path}: missing column(s) {', '.join(missing)} (found: {', '.join(header)}). "
+                found = ", ".join(excerpt(name, 30) for name in header[:6]) + (", …" if len(header) > 6 else "")
+                raise FerError(f"{path}: missing column(s) {', '.join(missing)} (found: {found}). "
                                "A FER2013 CSV has the header emotion,pixels,Usage")
             ie, ip, iu = columns["emotion"], columns["pixels"], columns["usage"]
             for line_no, row in enumerate(reader, start=2):
@@ -179,11 +200,11 @@ def _parse_csv(path: Path, skip_bad_rows: bool) -> FerData:
                     continue
                 label = _csv_label(row[ie].strip())
                 if label is None:
-                    reject(where, f"unknown emotion label '{row[ie]}' (expected 0..6 or one of {', '.join(LABELS)})")
+                    reject(where, f"unknown emotion label '{excerpt(row[ie], 30)}' (expected 0..6 or one of {', '.join(LABELS)})")
                     continue
                 split = _split_name(row[iu].strip())
                 if split is None:
-                    reject(where, f"unknown Usage '{row[iu]}' (expected one of {', '.join(SPLITS)})")
+                    reject(where, f"unknown Usage '{excerpt(row[iu], 30)}' (expected one of {', '.join(SPLITS)})")
                     continue
                 try:
                     pixels = np.array(row[ip].split(), dtype=np.int64)
@@ -203,7 +224,12 @@ def _parse_csv(path: Path, skip_bad_rows: bool) -> FerData:
         raise FerError(f"cannot read {path} as a FER2013 CSV: {exc}") from exc
     if not images:
         raise FerError(f"{path} holds no usable faces" + (f" (first problem: {reject.first})" if reject.first else ""))
-    return _assemble(images, labels, splits, path, reject.count)
+    return _assemble(images, labels, splits, path, reject)
+
+
+def _looks_like_a_face_row(row: list[str]) -> bool:
+    """A first line of data where the header should be: a long field of space-separated numbers."""
+    return any(len(field.split()) > 100 and field.split()[0].isdigit() for field in row)
 
 
 def _csv_label(value: str) -> int | None:
@@ -267,14 +293,15 @@ def _parse_folder(root: Path, skip_bad_rows: bool) -> FerData:
         splits.append(SPLITS.index(split))
     if not images:
         raise FerError(f"{root} holds no usable images" + (f" (first problem: {reject.first})" if reject.first else ""))
-    return _assemble(images, labels, splits, root, reject.count)
+    return _assemble(images, labels, splits, root, reject)
 
 
-def _assemble(images, labels, splits, source: Path, skipped: int) -> FerData:
+def _assemble(images, labels, splits, source: Path, rejects: _Rejects) -> FerData:
     return FerData(
         images=np.stack(images),
         labels=np.asarray(labels, dtype=np.int64),
         splits=np.asarray(splits, dtype=np.int8),
         source=str(source),
-        skipped=skipped,
+        skipped=rejects.count,
+        first_skipped=rejects.first,
     )
