@@ -117,3 +117,32 @@ def test_families_name_their_published_fine_tune():
     assert get_family("convnext").finetuned_id == "Aaryan333/convnext-tiny-finetuned-fer2013"
     assert get_family("convnextv2").finetuned_id == "Aaryan333/convnextv2-tiny-384-finetuned-fer2013"
     assert get_family("cnn").finetuned_id is None
+
+
+def test_evaluating_a_pretrained_emotion_model_uses_canonical_columns(tmp_path):
+    from fer_engine.train.classifiers import load_pretrained
+
+    original = save_tiny_vit(tmp_path / "hub-model", FOREIGN)
+    classifier = load_pretrained("vit", str(tmp_path / "hub-model"), device="cpu")
+    faces = np.random.default_rng(1).integers(0, 255, size=(5, 32, 32), dtype=np.uint8)
+    probs = classifier.predict_probs(faces)
+    from fer_engine.train.preprocess import faces_to_tensor, to_pixel_values
+
+    with torch.no_grad():
+        logits = original(pixel_values=to_pixel_values(faces_to_tensor(faces), classifier.spec)).logits
+    before = probs_by_name(logits, [canonical_label(n) for n in FOREIGN])
+    for i, name in enumerate(LABELS):
+        np.testing.assert_allclose(probs[:, i], before[name], atol=1e-5)
+
+
+def test_no_fine_tune_to_default_to_for_cnn():
+    from fer_engine.train.classifiers import load_pretrained
+
+    with pytest.raises(FerError, match="no published fine-tune"):
+        load_pretrained("cnn", None)
+
+
+def test_offline_hub_id_says_how_to_download(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(FerError, match="huggingface-cli download Aaryan333/vit-base-finetuned-fer2013"):
+        create_model("vit", pretrained="Aaryan333/vit-base-finetuned-fer2013")

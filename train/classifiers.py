@@ -48,6 +48,23 @@ def _load_checkpoint_folder(path: Path, device: str) -> TorchClassifier:
                            f"{ckpt.model_name} checkpoint {path} (PyTorch, {torch_device})", ckpt.metrics)
 
 
+def load_pretrained(model: str, source: str | None, device: str = "auto", new_head: bool = False) -> TorchClassifier:
+    """A Hugging Face model (hub id or folder) as it would be imported by fer-train: an emotion head kept with
+    its labels mapped onto ours. ``source`` None takes the family's published FER2013 fine-tune."""
+    from .models import get_family
+    from .trainer import resolve_device
+
+    family = get_family(model)
+    source = source or family.finetuned_id
+    if source is None:
+        raise FerError(f"'{model}' has no published fine-tune to default to: pass --pretrained ID_OR_DIR, "
+                       f"or give a checkpoint folder or an exported file")
+    built = family.create(pretrained=source, new_head=new_head)
+    torch_device = resolve_device(device)
+    return TorchClassifier(built.spec, built.module.eval().to(torch_device), str(torch_device),
+                           f"{model} {source} (PyTorch, {torch_device}; {built.arch.get('head', '')})", {})
+
+
 def _load_onnx(path: Path, device: str) -> Classifier:
     from fer_engine.runtime.onnx_model import OnnxClassifier
     from fer_engine.runtime.providers import available_providers
