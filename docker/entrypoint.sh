@@ -17,6 +17,11 @@
 #   FER_CALIBRATION_DATA=   FER2013 csv(.gz) or image folder mounted into the container (int8 only)
 #   FER_ENGINE_DIR=/cache/engines
 # Arguments are passed to fer-run. With --model among them the entrypoint builds nothing and runs that model.
+#
+# Stopping (docker stop sends SIGTERM, then SIGKILL after the grace period, 10 s by default): fer-run is
+# exec'ed, never run under this shell, so it is the container's process and gets the signal itself; it
+# closes its outputs and exits 143. During the engine build, a stop ends the builder and the container
+# at once (143), before any fer-run starts.
 set -euo pipefail
 
 for arg in "$@"; do
@@ -41,10 +46,28 @@ if [ -n "${FER_CALIBRATION_DATA:-}" ]; then
     build+=(--calibration-data "$FER_CALIBRATION_DATA")
 fi
 
-# Progress and errors go to stderr; stdout is the engine path alone.
-if ! engine="$("${build[@]}")"; then
+# Progress and errors go to stderr; stdout is the engine path alone. The builder runs in the background so
+# that a stop signal is handled at once: bash runs traps only between commands, and as PID 1 it would
+# otherwise ignore SIGTERM until the build ends.
+engine_file="$(mktemp)"
+"${build[@]}" >"$engine_file" &
+builder=$!
+stop_build() {
+    kill -TERM "$builder" 2>/dev/null || true
+    wait "$builder" 2>/dev/null || true
+    rm -f "$engine_file"
+    exit "$1"
+}
+trap 'stop_build 143' TERM
+trap 'stop_build 129' HUP
+trap 'stop_build 130' INT
+if ! wait "$builder"; then
+    rm -f "$engine_file"
     echo "fer-engine: the TensorRT engine could not be built (see above). Set FER_TENSORRT=0 to run the" \
          "ONNX model on onnxruntime instead." >&2
     exit 2
 fi
+trap - TERM HUP INT
+engine="$(cat "$engine_file")"
+rm -f "$engine_file"
 exec fer-run --model "$engine" "$@"
