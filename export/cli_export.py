@@ -7,11 +7,16 @@ import argparse
 import json
 import sys
 import time
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
-from fer_engine.cli import run_cli
+from fer_engine.cli import int_between, naming, non_negative_int, positive_int, run_cli
 
+from .onnx_export import MAX_OPSET, MIN_OPSET
 from .triton_repo import DEFAULT_MAX_BATCH  # one default for TensorRT profiles and Triton's max_batch_size
+from .verify import Weights
 
 DEFAULT_CHECKPOINTS = {"cnn": Path("checkpoints/cnn")}
 
@@ -36,57 +41,44 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto: the faster mode for this architecture, as measured (default: auto)")
     p.add_argument("--calibration-data", metavar="PATH",
                    help="FER2013 csv(.gz) or image folder: Training faces calibrate int8, PublicTest faces verify")
-    p.add_argument("--calibration-size", type=int, default=500, help="calibration faces (default: 500)")
+    p.add_argument("--calibration-size", type=positive_int, default=500, help="calibration faces (default: 500)")
     p.add_argument("--calibration-method", default="minmax", choices=["minmax", "entropy", "percentile"])
+    p.add_argument("--skip-bad-rows", action="store_true",
+                   help="skip malformed rows or images of --calibration-data, counting them")
     p.add_argument("--fp16", action="store_true", help="also write an fp16 model (for GPUs)")
     p.add_argument("--tensorrt", action="store_true", help="build TensorRT engines (fp16, and int8 with --int8)")
-    p.add_argument("--dla-core", type=int, help="build the TensorRT engine for this DLA core (Jetson)")
-    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default: 17, which TensorRT 8.6 also reads)")
-    p.add_argument("--max-batch", type=int,
+    p.add_argument("--dla-core", type=non_negative_int, help="build the TensorRT engine for this DLA core (Jetson)")
+    p.add_argument("--opset", type=int_between(MIN_OPSET, MAX_OPSET), default=17,
+                   help=f"ONNX opset, {MIN_OPSET}..{MAX_OPSET} (default: 17, which TensorRT 8.6 also reads)")
+    p.add_argument("--max-batch", type=positive_int,
                    help=f"largest batch of the TensorRT profile and of the Triton model (default: {DEFAULT_MAX_BATCH}; "
                         "for an existing engine, the batch it was built for)")
     p.add_argument("--out", metavar="DIR", help="output folder (default: exports/MODEL)")
     p.add_argument("--no-verify", action="store_true", help="skip the comparison with PyTorch")
-    p.add_argument("--verify-size", type=int, help="verify on the first N PublicTest faces (default: all)")
+    p.add_argument("--verify-size", type=positive_int, metavar="N",
+                   help="verify on the first N PublicTest faces (default: all; 256 random faces without data)")
     t = p.add_argument_group("Triton Inference Server (docs/triton.md)")
     t.add_argument("--triton", metavar="REPO_DIR",
                    help="also write a Triton model repository: REPO_DIR/<name>/config.pbtxt and 1/model.onnx|model.plan")
     t.add_argument("--triton-kind", default="gpu", choices=["gpu", "cpu"],
                    help="where Triton runs the model instances (default: gpu)")
-    t.add_argument("--triton-instances", type=int, default=1, help="model instances (per GPU for gpu; default: 1)")
-    t.add_argument("--triton-queue-delay-us", type=int, default=1000,
+    t.add_argument("--triton-instances", type=positive_int, default=1,
+                   help="model instances (per GPU for gpu; default: 1)")
+    t.add_argument("--triton-queue-delay-us", type=non_negative_int, default=1000,
                    help="how long Triton's dynamic batcher waits to fill a batch, in microseconds (default: 1000)")
-    t.add_argument("--triton-preferred-batch", type=int, nargs="+", metavar="N",
+    t.add_argument("--triton-preferred-batch", type=positive_int, nargs="+", metavar="N",
                    help="batch sizes the dynamic batcher aims for (default: none, as large as the queue allows)")
     return p
 
 
-def _load_source(args):
-    from fer_engine.errors import FerError
-    from fer_engine.train.checkpoint import load_checkpoint
-    from fer_engine.train.models import BuiltModel, create_model, get_family
+@dataclass
+class Inputs:
+    """What the export reads from --calibration-data, read before any file is written."""
 
-    get_family(args.model)
-    if args.pretrained or args.from_config:
-        return create_model(args.model, pretrained=args.pretrained, from_config=args.from_config)
-    checkpoint = args.checkpoint or DEFAULT_CHECKPOINTS.get(args.model)
-    if checkpoint is None:
-        raise FerError("say what to export: --checkpoint DIR (from fer-train), --pretrained ID_OR_DIR or --from-config")
-    ckpt = load_checkpoint(checkpoint, expect_model=args.model)
-    return BuiltModel(ckpt.module, ckpt.spec, ckpt.arch)
-
-
-def _writable_folder(path: Path) -> Path:
-    from fer_engine.errors import FerError
-
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".fer-export-write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as exc:
-        raise FerError(f"cannot write to the output folder {path}: {exc.strerror or exc}") from exc
-    return path
+    calibration: object  # uint8 faces [N, 48, 48] for static int8 and TensorRT int8, or None
+    verify_faces: object  # uint8 faces, or None with --no-verify
+    verify_labels: object  # labels of verify_faces, or None (random faces)
+    verify_described: str = ""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,13 +86,13 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         from fer_engine.errors import FerError
+        from fer_engine.outputs import check_outputs
 
-        if args.max_batch is not None and args.max_batch < 1:
-            raise FerError("--max-batch must be at least 1")
         triton_options = _triton_options(args) if args.triton else None
         if args.from_file:
             if not args.triton:
                 raise FerError("--from-file only writes a Triton repository: add --triton REPO_DIR")
+            check_outputs(folders={"--triton": args.triton})
             from fer_engine.runtime.backends import resolve_model
 
             _triton(args, [resolve_model(name) for name in args.from_file], triton_options)
@@ -108,77 +100,205 @@ def main(argv: list[str] | None = None) -> int:
         if not args.model:
             raise FerError("say which model to export: --model cnn|vit|convnext|convnextv2 "
                            "(or --from-file PATH --triton REPO_DIR for a file exported before)")
-        if args.tensorrt and triton_options and triton_options.kind == "cpu":
-            raise FerError("TensorRT engines run on a GPU only: drop --tensorrt or use --triton-kind gpu")
-
-        from .onnx_export import MAX_OPSET, MIN_OPSET, export_fp32
-
-        if not MIN_OPSET <= args.opset <= MAX_OPSET:
-            raise FerError(f"opset {args.opset} is not supported: choose {MIN_OPSET}..{MAX_OPSET}")
-        out = _writable_folder(Path(args.out or f"exports/{args.model}"))
-        built = _load_source(args)
-        name = built.spec.model
-        started = time.perf_counter()
-        files = [export_fp32(built, out / f"{name}.onnx", args.opset)]
-        print(f"fp32: {files[0]} ({time.perf_counter() - started:.1f} s)")
-        report: dict = {"model": name, "opset": args.opset, "files": {}}
-        if args.int8:
-            from .quantize import quantize
-
-            started = time.perf_counter()
-            path, mode = quantize(files[0], out / f"{name}-int8.onnx", built.spec, args.int8_mode,
-                                  args.calibration_data, args.calibration_size, args.calibration_method)
-            files.append(path)
-            report["int8_mode"] = mode
-            print(f"int8 ({mode}): {path} ({time.perf_counter() - started:.1f} s)")
-        if args.fp16:
-            from .fp16 import convert_fp16
-
-            files.append(convert_fp16(files[0], out / f"{name}-fp16.onnx", built.spec))
-            print(f"fp16: {files[-1]}")
+        int8_mode = _check_options(args, triton_options)
+        out = Path(args.out or f"exports/{args.model}")
+        check_outputs(folders={"--out": out, "--triton": args.triton})
+        inputs = _read_inputs(args, needs_calibration=int8_mode == "static" or (args.tensorrt and args.int8))
+        built, weights = _load_source(args)
         if args.tensorrt:
-            report["tensorrt"] = _tensorrt(args, built, files[0], out)
-        passed = True
-        if not args.no_verify:
-            from .verify import format_table, torch_logits, verification_faces, verify_file
-            from fer_engine.runtime.preprocess import faces_to_pixel_values
-
-            faces, labels, described = verification_faces(args.calibration_data, args.verify_size)
-            pixel_values = faces_to_pixel_values(faces, built.spec)
-            reference = torch_logits(built.module, pixel_values)
-            rows = [verify_file(path, reference, pixel_values, labels) for path in files]
-            print(f"\nverified against PyTorch on {described}\n{format_table(rows)}")
-            report["verification"] = {"faces": described, "rows": [r.to_dict() for r in rows]}
-            passed = all(r.passed for r in rows)
-        report["files"] = {p.name: p.stat().st_size for p in files}
-        if args.triton and passed:
-            engines = [Path(e["engine"]) for e in report.get("tensorrt", [])]
-            report["triton"] = [str(f) for f in _triton(args, files + engines, triton_options)]
-        (out / "export_report.json").write_text(json.dumps(report, indent=2))
-        print(f"report: {out / 'export_report.json'}")
-        if not passed:
-            print("fer-export: error: a verification threshold failed (see the table); the files are kept for "
-                  "inspection, or pass --no-verify", file=sys.stderr)
-            return 1
-        return 0
+            _check_tensorrt(args, built, out)
+        with _removed_if_left_empty(out):
+            return _export(args, built, weights, inputs, int8_mode, out, triton_options)
 
     return run_cli(body, "fer-export")
 
 
-def _tensorrt(args, built, onnx_path: Path, out: Path) -> list[dict]:
-    from .tensorrt import EngineRequest, build_engine, trtexec_command
+def _check_options(args, triton_options) -> str | None:
+    """Refuse combinations that cannot work before anything is read or written; returns the int8 mode."""
+    from fer_engine.errors import FerError
+    from fer_engine.train.data import check_data_path
+    from fer_engine.train.models import get_family
+
+    from .quantize import NEEDS_CALIBRATION, resolve_mode
+
+    get_family(args.model)
+    if args.tensorrt and triton_options and triton_options.kind == "cpu":
+        raise FerError("TensorRT engines run on a GPU only: drop --tensorrt or use --triton-kind gpu")
+    too_big = [n for n in args.triton_preferred_batch or () if n > (args.max_batch or DEFAULT_MAX_BATCH)]
+    if args.triton and too_big:
+        raise FerError(f"--triton-preferred-batch {' '.join(map(str, too_big))} exceeds the max batch size "
+                       f"{args.max_batch or DEFAULT_MAX_BATCH}: raise --max-batch or lower the preferred batch")
+    int8_mode = resolve_mode(args.int8_mode, args.model) if args.int8 else None
+    if not args.calibration_data:
+        if int8_mode == "static":
+            raise FerError(f"{NEEDS_CALIBRATION} (--int8-mode auto is static for {args.model})"
+                           if args.int8_mode == "auto" else NEEDS_CALIBRATION)
+        if args.tensorrt and args.int8:
+            raise FerError("a TensorRT int8 engine needs calibration faces: pass --calibration-data fer2013.csv.gz")
+    else:
+        check_data_path(args.calibration_data)
+    return int8_mode
+
+
+def _read_inputs(args, needs_calibration: bool) -> Inputs:
+    """Calibration and verification faces: a bad data file stops the export before it writes anything."""
+    from fer_engine.train.data import load_fer2013
+
+    from .quantize import pick_calibration_faces
+    from .verify import verification_faces
+
+    data = None
+    if args.calibration_data and (needs_calibration or not args.no_verify):
+        data = load_fer2013(args.calibration_data, skip_bad_rows=args.skip_bad_rows)
+        if args.skip_bad_rows:
+            print(data.skipped_note())
+    calibration = pick_calibration_faces(data, args.calibration_size) if needs_calibration else None
+    if args.no_verify:
+        return Inputs(calibration, None, None)
+    return Inputs(calibration, *verification_faces(data, args.verify_size))
+
+
+def _load_source(args) -> tuple[object, Weights]:
+    """The model (a ``BuiltModel``) and whether its weights were trained on FER2013."""
+    from fer_engine.errors import FerError
+    from fer_engine.train.checkpoint import load_checkpoint
+    from fer_engine.train.models import BuiltModel, create_model
+
+    if args.from_config:
+        built = create_model(args.model, from_config=args.from_config)
+        return built, Weights(False, f"--from-config {args.from_config}")
+    if args.pretrained:
+        built = create_model(args.model, pretrained=args.pretrained)
+        if args.model == "cnn" or _has_emotion_head(args.pretrained):  # cnn's --pretrained is a fer-train checkpoint
+            return built, Weights(True, f"--pretrained {args.pretrained}")
+        return built, Weights(False, f"--pretrained {args.pretrained} with a new, untrained 7-emotion head")
+    checkpoint = args.checkpoint or DEFAULT_CHECKPOINTS.get(args.model)
+    if checkpoint is None:
+        raise FerError("say what to export: --checkpoint DIR (from fer-train), --pretrained ID_OR_DIR or --from-config")
+    ckpt = load_checkpoint(checkpoint, expect_model=args.model)
+    return BuiltModel(ckpt.module, ckpt.spec, ckpt.arch), Weights(True, f"checkpoint {checkpoint}")
+
+
+def _has_emotion_head(pretrained: str) -> bool:
+    """A local Hugging Face folder whose head already classifies FER2013's emotions (a fer-train checkpoint,
+    or another FER model); a hub id or an ImageNet folder gets a new head."""
+    from fer_engine.spec import LABELS
+
+    config_file = Path(pretrained).expanduser() / "config.json"
+    if not config_file.is_file():
+        return False
+    config = json.loads(config_file.read_text())
+    labels = {str(name).lower() for name in (config.get("id2label") or {}).values()}
+    return "fer" in config or labels == set(LABELS)
+
+
+def _check_tensorrt(args, built, out: Path) -> None:
+    """Print the trtexec commands, then refuse --tensorrt where TensorRT is missing, before any file is written."""
+    from fer_engine.errors import FerError
+    from fer_engine.runtime.cuda import import_tensorrt
+
+    from .tensorrt import trtexec_command
+
+    for precision in ["fp16"] + (["int8"] if args.int8 else []):
+        request = _engine_request(args, out / f"{built.spec.model}.onnx", out, precision)
+        placeholder = out / request.engine_name(built.spec, "XX")
+        print(f"TensorRT {precision}; the same with trtexec:\n  {trtexec_command(request, built.spec, placeholder)}")
+    try:
+        import_tensorrt()
+    except FerError as exc:
+        raise FerError(f"{exc} Or drop --tensorrt to write the ONNX files here.") from exc
+
+
+def _engine_request(args, onnx_path: Path, out: Path, precision: str):
+    from .tensorrt import EngineRequest
+
+    return EngineRequest(onnx_path, out, precision, args.max_batch or DEFAULT_MAX_BATCH, dla_core=args.dla_core)
+
+
+@contextmanager
+def _removed_if_left_empty(folder: Path) -> Iterator[None]:
+    """An export that fails before its first file leaves no empty output folder behind (nor the parents it made)."""
+    created = []
+    path = folder.absolute()
+    while not path.exists():
+        created.append(path)
+        path = path.parent
+    try:
+        yield
+    except BaseException:
+        for path in created:  # deepest first
+            try:
+                path.rmdir()
+            except OSError:
+                break  # not empty (a file was written) or gone: keep what is there
+        raise
+
+
+def _export(args, built, weights: Weights, inputs: Inputs, int8_mode: str | None, out: Path, triton_options) -> int:
+    from fer_engine.outputs import write_atomically
+
+    from .onnx_export import export_fp32
+
+    out.mkdir(parents=True, exist_ok=True)
+    name = built.spec.model
+    started = time.perf_counter()
+    files = [export_fp32(built, out / f"{name}.onnx", args.opset)]
+    print(f"fp32: {files[0]} ({time.perf_counter() - started:.1f} s)")
+    report: dict = {"model": name, "opset": args.opset, "weights": weights.to_dict(), "files": {}}
+    if args.int8:
+        from .quantize import quantize
+
+        started = time.perf_counter()
+        path, mode = quantize(files[0], out / f"{name}-int8.onnx", built.spec, int8_mode, inputs.calibration,
+                              args.calibration_method)
+        files.append(path)
+        report["int8_mode"] = mode
+        print(f"int8 ({mode}): {path} ({time.perf_counter() - started:.1f} s)")
+    if args.fp16:
+        from .fp16 import convert_fp16
+
+        files.append(convert_fp16(files[0], out / f"{name}-fp16.onnx", built.spec))
+        print(f"fp16: {files[-1]}")
+    if args.tensorrt:
+        report["tensorrt"] = _tensorrt(args, built, files[0], out, inputs.calibration)
+    passed = True
+    if not args.no_verify:
+        report["verification"] = _verify(built, weights, inputs, files)
+        passed = all(row["passed"] for row in report["verification"]["rows"])
+    report["files"] = {p.name: p.stat().st_size for p in files}
+    if args.triton and passed:
+        engines = [Path(e["engine"]) for e in report.get("tensorrt", [])]
+        report["triton"] = [str(f) for f in _triton(args, files + engines, triton_options)]
+    write_atomically(out / "export_report.json", lambda path: path.write_text(json.dumps(report, indent=2)))
+    print(f"report: {out / 'export_report.json'}")
+    if not passed:
+        print("fer-export: error: a verification threshold failed (see the table); the files are kept for "
+              "inspection, or pass --no-verify", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _verify(built, weights: Weights, inputs: Inputs, files: list[Path]) -> dict:
+    from fer_engine.runtime.preprocess import faces_to_pixel_values
+
+    from .verify import format_table, torch_logits, verify_file
+
+    pixel_values = faces_to_pixel_values(inputs.verify_faces, built.spec)
+    reference = torch_logits(built.module, pixel_values)
+    rows = [verify_file(path, reference, pixel_values, inputs.verify_labels, trained=weights.trained) for path in files]
+    print(f"\nverified against PyTorch on {inputs.verify_described}; weights: {weights.describe()}\n{format_table(rows)}")
+    return {"faces": inputs.verify_described, "weights": weights.to_dict(),
+            "judged_by": "top-1 agreement and accuracy" if weights.trained else "logits: max |Δlogit| and correlation",
+            "rows": [r.to_dict() for r in rows]}
+
+
+def _tensorrt(args, built, onnx_path: Path, out: Path, calibration) -> list[dict]:
+    from .tensorrt import build_engine
 
     results = []
     for precision in ["fp16"] + (["int8"] if args.int8 else []):
-        request = EngineRequest(onnx_path, out, precision, args.max_batch or DEFAULT_MAX_BATCH, dla_core=args.dla_core)
-        placeholder = out / request.engine_name(built.spec, "XX")
-        print(f"TensorRT {precision}; the same with trtexec:\n  {trtexec_command(request, built.spec, placeholder)}")
-        calibration = None
-        if precision == "int8":
-            from .quantize import calibration_faces
-
-            calibration = calibration_faces(args.calibration_data, args.calibration_size)
-        engine = build_engine(request, built.spec, calibration)
+        request = _engine_request(args, onnx_path, out, precision)
+        engine = build_engine(request, built.spec, calibration if precision == "int8" else None)
         print(f"engine: {engine}")
         results.append({"precision": precision, "engine": str(engine)})
     return results

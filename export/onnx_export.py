@@ -28,8 +28,12 @@ def write_metadata(model: onnx.ModelProto, spec: ModelSpec) -> None:
 def save_model(model: onnx.ModelProto, path: Path) -> None:
     """Write beside the target, then rename: an interrupted export leaves no valid-looking file."""
     tmp = path.with_name(path.name + ".partial")
-    onnx.save(model, str(tmp))
-    tmp.replace(path)
+    try:
+        onnx.save(model, str(tmp))
+        tmp.replace(path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
 
 
 def export_fp32(built, out: Path, opset: int) -> Path:

@@ -29,20 +29,35 @@ AUTO_MODE = {"cnn": "static", "vit": "dynamic", "convnext": "static", "convnextv
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 
 
-def calibration_faces(data_path: str | None, size: int, seed: int = 0) -> np.ndarray:
-    """``size`` Training faces chosen by a fixed seed, as uint8 [N, 48, 48]."""
+NEEDS_CALIBRATION = ("static int8 needs calibration faces: pass --calibration-data fer2013.csv.gz "
+                     "(or an image-folder root), or --int8-mode dynamic")
+
+
+def resolve_mode(mode: str, model: str) -> str:
+    """``auto`` becomes the faster mode for the architecture."""
+    if mode == "auto":
+        return AUTO_MODE.get(model, "static")
+    if mode not in ("static", "dynamic"):
+        raise FerError(f"unknown --int8-mode '{mode}': choose auto, static or dynamic")
+    return mode
+
+
+def calibration_faces(data_path: str | None, size: int, seed: int = 0, skip_bad_rows: bool = False) -> np.ndarray:
+    """``size`` Training faces of the file chosen by a fixed seed, as uint8 [N, 48, 48]."""
     from fer_engine.train.data import load_fer2013
 
     if not data_path:
-        raise FerError("static int8 needs calibration faces: pass --calibration-data fer2013.csv.gz "
-                       "(or an image-folder root), or --int8-mode dynamic")
+        raise FerError(NEEDS_CALIBRATION)
+    return pick_calibration_faces(load_fer2013(data_path, skip_bad_rows=skip_bad_rows), size, seed)
+
+
+def pick_calibration_faces(data, size: int, seed: int = 0) -> np.ndarray:
+    """``size`` Training faces (every face where there is no Training split) of a loaded ``FerData``."""
     if size < 1:
         raise FerError("--calibration-size must be at least 1")
-    data = load_fer2013(data_path)
-    pool = data.split("Training") if (data.splits == 0).any() else None
-    images = pool.images if pool is not None else data.images
+    images = data.split("Training").images if (data.splits == 0).any() else data.images
     if len(images) == 0:
-        raise FerError(f"{data_path} holds no faces to calibrate on")
+        raise FerError(f"{data.source} holds no faces to calibrate on")
     pick = np.random.default_rng(seed).choice(len(images), size=min(size, len(images)), replace=False)
     return images[np.sort(pick)]
 
@@ -121,12 +136,12 @@ def _finish(raw: Path, out: Path, spec, mode: str) -> Path:
     return out
 
 
-def quantize(fp32_path: Path, out: Path, spec, mode: str, data_path: str | None, size: int,
+def quantize(fp32_path: Path, out: Path, spec, mode: str, faces: np.ndarray | None,
              method: str = "minmax") -> tuple[Path, str]:
-    if mode == "auto":
-        mode = AUTO_MODE.get(spec.model, "static")
-    if mode == "static":
-        return quantize_static_qdq(fp32_path, out, spec, calibration_faces(data_path, size), method), mode
+    """int8 in ``mode`` (auto, static or dynamic); static calibrates on ``faces`` (uint8 [N, 48, 48])."""
+    mode = resolve_mode(mode, spec.model)
     if mode == "dynamic":
         return quantize_dynamic_optimum(fp32_path, out, spec), mode
-    raise FerError(f"unknown --int8-mode '{mode}': choose auto, static or dynamic")
+    if faces is None or len(faces) == 0:
+        raise FerError(NEEDS_CALIBRATION)
+    return quantize_static_qdq(fp32_path, out, spec, faces, method), mode

@@ -13,6 +13,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fer_engine.cli import naming
 from fer_engine.errors import FerError
 from fer_engine.runtime.triton_model import FER_PARAMETER  # the client reads what this writes
 
@@ -116,7 +117,8 @@ def _onnx_config(path: Path, name: str, options: TritonOptions) -> ModelConfig:
     except Exception as exc:  # onnxruntime raises its own exception types for a bad file
         raise FerError(f"onnxruntime cannot read {path} (is it an ONNX model from fer-export?): "
                        f"{str(exc).strip().splitlines()[0]}") from exc
-    spec = read_spec(session)
+    with naming(path):
+        spec = read_spec(session)
 
     def tensor(arg) -> TensorConfig:
         if arg.type not in ORT_TYPES:

@@ -85,9 +85,8 @@ def test_exported_cnn_matches_pytorch_on_a_checkpoint(tmp_path):
     (["--model", "cnnn", "--from-config", "tiny"], "Did you mean 'cnn'"),
     (["--model", "vit"], "say what to export"),
     (["--model", "cnn", "--checkpoint", "/no/such/dir"], "checkpoint folder not found"),
-    (["--model", "cnn", "--from-config", "tiny", "--opset", "9"], "opset 9 is not supported"),
     (["--model", "cnn", "--from-config", "tiny", "--int8", "--int8-mode", "static"], "needs calibration faces"),
-    (["--model", "cnn", "--from-config", "tiny", "--out", "/proc/fer-out"], "cannot write to the output folder"),
+    (["--model", "cnn", "--from-config", "tiny", "--out", "/proc/fer-out"], "--out /proc/fer-out: cannot write in /proc"),
     (["--model", "vit", "--pretrained", "google/vit-base-patch16-224"], "huggingface-cli download"),
 ])
 def test_export_user_errors(argv, message, tmp_path, capsys, monkeypatch):
@@ -109,7 +108,7 @@ def test_empty_calibration_set_is_refused(tmp_path, capsys):
     assert cli_export.main(["--model", "cnn", "--from-config", "tiny", "--int8", "--calibration-data", str(empty),
                             "--out", str(tmp_path / "o")]) == 2
     assert "is empty" in capsys.readouterr().err
-    assert not (tmp_path / "o" / "cnn-int8.onnx").exists()
+    assert not (tmp_path / "o").exists()
 
 
 def test_tensorrt_without_tensorrt_explains(tmp_path, capsys):
@@ -117,7 +116,9 @@ def test_tensorrt_without_tensorrt_explains(tmp_path, capsys):
                             "--no-verify"])
     captured = capsys.readouterr()
     assert code == 2 and "TensorRT is not installed" in captured.err
+    assert "drop --tensorrt to write the ONNX files here" in captured.err and captured.err.count("\n") == 1
     assert "trtexec --onnx=" in captured.out and "--maxShapes=pixel_values:32x1x48x48" in captured.out
+    assert not (tmp_path / "o").exists()  # found before anything was written
 
 
 def test_trtexec_command_and_engine_name():
@@ -157,3 +158,106 @@ def test_engine_build_key_covers_every_build_parameter(tmp_path):
     assert not any(engine_is_current(engine, k) for k in changed)
     onnx_path.write_bytes(b"model two")  # same name and settings, other content
     assert not engine_is_current(engine, build_key(request, spec, "87", "10.3.0", "Orin", faces))
+
+
+@pytest.mark.parametrize("option, value", [
+    ("--opset", "9"), ("--opset", "22"), ("--calibration-size", "0"), ("--verify-size", "0"), ("--max-batch", "0"),
+    ("--dla-core", "-1"), ("--triton-instances", "0"), ("--triton-queue-delay-us", "-1"),
+    ("--triton-preferred-batch", "0"), ("--verify-size", "many"),
+])
+def test_numbers_are_refused_at_parse_time_naming_the_option(option, value, capsys):
+    with pytest.raises(SystemExit) as exit:
+        cli_export.main(["--model", "cnn", "--from-config", "tiny", option, value])
+    err = capsys.readouterr().err
+    assert exit.value.code == 2 and f"fer-export: error: argument {option}: " in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--int8"], "static int8 needs calibration faces: pass --calibration-data"),  # auto is static for cnn
+    (["--int8", "--int8-mode", "dynamic", "--tensorrt"], "a TensorRT int8 engine needs calibration faces"),
+    (["--calibration-data", "/no/such.csv"], "data not found: /no/such.csv"),
+    (["--triton", "{tmp}/repo", "--max-batch", "8", "--triton-preferred-batch", "4", "16"],
+     "--triton-preferred-batch 16 exceeds the max batch size 8"),
+    (["--out", "{tmp}/file"], "--out {tmp}/file is a file, not a folder"),
+])
+def test_checks_come_before_any_file_is_written(argv, message, tmp_path, capsys, monkeypatch):
+    (tmp_path / "file").write_text("")
+    monkeypatch.chdir(tmp_path)
+    argv = [a.format(tmp=tmp_path) for a in argv]
+    assert cli_export.main(["--model", "cnn", "--from-config", "tiny", *argv]) == 2
+    err = capsys.readouterr().err
+    assert message.format(tmp=tmp_path) in err and err.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]  # no exports/cnn, no repo, nothing
+
+
+def test_bad_rows_stop_the_export_before_it_writes_and_skip_bad_rows_counts_them(tmp_path, capsys):
+    bad = write_csv(tmp_path / "bad.csv", n=140, rows=[["1", "1 2 3", "Training"]])
+    out = tmp_path / "new" / "out"
+    argv = ["--model", "cnn", "--from-config", "tiny", "--int8", "--calibration-data", str(bad), "--out", str(out),
+            "--calibration-size", "16", "--verify-size", "8"]
+    assert cli_export.main(argv) == 2
+    assert "line 142: 3 pixel values" in capsys.readouterr().err and not (tmp_path / "new").exists()
+    assert cli_export.main(argv + ["--skip-bad-rows"]) in (0, 1)
+    assert f"skipped 1 bad row(s) of {bad}" in capsys.readouterr().out
+    assert (out / "cnn-int8.onnx").is_file()
+
+
+def test_a_failure_after_the_checks_leaves_no_empty_folder(tmp_path, capsys, monkeypatch):
+    from fer_engine.errors import FerError
+    from fer_engine.export import onnx_export
+
+    def fails(*args, **kwargs):
+        raise FerError("the exporter failed")
+
+    monkeypatch.setattr(onnx_export, "export_fp32", fails)
+    assert cli_export.main(["--model", "cnn", "--from-config", "tiny", "--out", str(tmp_path / "a" / "b")]) == 2
+    assert "the exporter failed" in capsys.readouterr().err and list(tmp_path.iterdir()) == []
+
+
+def test_untrained_exports_are_judged_by_their_logits_and_say_so(tmp_path, calibration_csv, capsys):
+    out = tmp_path / "out"
+    assert cli_export.main(["--model", "convnext", "--from-config", "tiny", "--int8", "--calibration-data",
+                            str(calibration_csv), "--calibration-size", "32", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "weights: untrained (--from-config tiny)" in printed and "✅ untrained: logits match" in printed
+    report = json.loads((out / "export_report.json").read_text())
+    assert report["weights"] == {"trained": False, "source": "--from-config tiny"}
+    assert report["verification"]["judged_by"].startswith("logits")
+    for row in report["verification"]["rows"]:
+        assert row["trained"] is False and row["accuracy"] is None and "agreement" not in row["judged_by"]
+        assert "correlation" in row["judged_by"] and row["correlation"] > 0.95
+
+
+def test_trained_exports_are_judged_by_their_decisions(tmp_path, calibration_csv, capsys):
+    folder = save_checkpoint(tmp_path / "ckpt", create_model("cnn", from_config="tiny"))
+    out = tmp_path / "out"
+    cli_export.main(["--model", "cnn", "--checkpoint", str(folder), "--calibration-data", str(calibration_csv),
+                     "--out", str(out)])
+    report = json.loads((out / "export_report.json").read_text())
+    assert report["weights"] == {"trained": True, "source": f"checkpoint {folder}"}
+    row = report["verification"]["rows"][0]
+    assert row["trained"] and "agreement" in row["judged_by"] and row["accuracy"] is not None
+    assert "weights: trained" in capsys.readouterr().out
+
+
+def test_logit_correlation_ignores_offsets_that_softmax_and_an_untrained_head_add():
+    from fer_engine.export.verify import logit_correlation
+
+    rng = np.random.default_rng(0)
+    reference = rng.normal(size=(64, 7)) * 0.01 + np.arange(7)  # a fixed offset per class dominates
+    assert logit_correlation(reference + 3.0, reference) == pytest.approx(1.0)  # a shift per face changes nothing
+    noise = reference + rng.normal(size=reference.shape) * 0.01  # as large as the faces' own variation
+    assert logit_correlation(noise, reference) < 0.8  # the class offsets alone would give 0.9999
+
+
+def test_from_file_without_fer_metadata_names_the_file(tmp_path, capsys):
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Identity", ["pixel_values"], ["logits"])], "g",
+                              [helper.make_tensor_value_info("pixel_values", TensorProto.FLOAT, ["n", 7])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", 7])])
+    path = tmp_path / "plain.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    assert cli_export.main(["--from-file", str(path), "--triton", str(tmp_path / "repo")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"fer-export: error: {path}: ") and "no 'fer' metadata" in err
