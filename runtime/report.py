@@ -19,6 +19,7 @@ import html
 import io
 import json
 import math
+from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -47,14 +48,16 @@ def color(label: str, labels: Sequence[str] = LABELS) -> str:
 
 
 @dataclass
-class Sighting:
-    """One face of a track (or one untracked face) in one frame."""
+class Faces:
+    """The faces of one track (or a source's untracked faces), in time order."""
 
-    time: float
-    weight: float  # seconds it counts for
-    label: str
-    probs: Tuple[float, ...]  # in the run's label order
-    end: float = 0.0  # time + weight, where its step ends in the plot
+    times: np.ndarray  # (n,) seconds
+    weights: np.ndarray  # (n,) seconds each counts for: until its source's next frame
+    labels: np.ndarray  # (n,) the face's label, an index into Run.labels
+    probs: np.ndarray  # (n, len(Run.labels))
+
+    def __len__(self) -> int:
+        return len(self.times)
 
 
 @dataclass
@@ -64,7 +67,7 @@ class Run:
     labels: Tuple[str, ...]
     sources: Dict[int, np.ndarray]  # source -> sorted frame times
     intervals: Dict[int, float]  # source -> usual frame interval (median), 0 for a single frame
-    tracks: Dict[Tuple[int, Optional[int]], List[Sighting]]  # (source, track or None) -> sightings in time order
+    tracks: Dict[Tuple[int, Optional[int]], Faces]  # (source, track or None) -> its faces
     faces: int
     warnings: List[str] = field(default_factory=list)
 
@@ -87,7 +90,7 @@ class TrackSummary:
     frames: int  # frames the track is in (for untracked rows: faces)
     dominant: str
     shares: Dict[str, float]  # label -> share of the track's time (untracked rows: of its faces)
-    sightings: List[Sighting] = field(default_factory=list, repr=False)
+    faces: Optional[Faces] = field(default=None, repr=False)
 
     @property
     def name(self) -> str:
@@ -97,97 +100,141 @@ class TrackSummary:
 # ---- reading ------------------------------------------------------------------------------------------
 def read_run(path: Path | str) -> Run:
     """Read and check fer-run's JSON Lines. FerError, naming the file and line, for what is not; a last line
-    cut short (an interrupted run) is skipped with a warning in ``Run.warnings``."""
+    cut short (an interrupted run) is skipped with a warning in ``Run.warnings``. Reads line by line, keeping
+    the numbers only: an hour of video with a few faces fits in little memory."""
     path = Path(path).expanduser()
     if path.is_dir():
         raise FerError(f"{path} is a folder: give the JSON Lines file that fer-run --json wrote, e.g. {path / 'out.jsonl'}")
     if not path.exists():
         raise FerError(f"{path}: file not found (fer-run --json PATH writes one)")
+    collected = _Collected(path)
+    pending: Optional[Tuple[int, str, str, bool]] = None  # a line that is not JSON: an error unless it is the last
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as handle:
+            for number, raw in enumerate(handle, 1):
+                if not raw.strip():
+                    continue
+                if pending:
+                    raise _not_json(path, *pending, first=not collected.records)
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    if not collected.records:
+                        raise FerError(f"{path} is not a text file: give the JSON Lines file that fer-run --json "
+                                       "wrote") from None
+                    raise FerError(f"{path} line {number} is not text (not UTF-8): {_excerpt(repr(raw))}") from None
+                try:
+                    record = json.loads(line)
+                except ValueError as exc:
+                    pending = (number, line, _reason(exc), raw.endswith(b"\n"))
+                    continue
+                collected.add(record, number)
     except OSError as exc:
         raise FerError(f"cannot read {path}: {exc.strerror or exc}") from None
-    if not data.strip():
+    if pending:
+        if not collected.records:
+            raise _not_json(path, *pending, first=True)
+        number, _, _, ended = pending
+        what = "not JSON" if ended else "cut short"
+        collected.warnings.append(f"{path} line {number} is {what} (an interrupted run?): skipped")
+    if not collected.records:
         raise FerError(f"{path} is empty: no frames to report (did the run stop before its first frame?)")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise FerError(f"{path} is not a text file: give the JSON Lines file that fer-run --json wrote") from None
-
-    lines = text.split("\n")
-    numbered = [(n, line) for n, line in enumerate(lines, 1) if line.strip()]
-    warnings: List[str] = []
-    frames: List[Tuple[int, float, list]] = []  # (source, time, faces)
-    for position, (number, line) in enumerate(numbered):
-        try:
-            record = json.loads(line)
-        except ValueError as exc:
-            last = position == len(numbered) - 1
-            if last and frames:
-                cut = "cut short" if not text.endswith("\n") else "not JSON"
-                warnings.append(f"{path} line {number} is {cut} (an interrupted run?): skipped")
-                continue
-            hint = " (is this fer-run's --json output?)" if not frames else ""
-            raise FerError(f"{path} line {number} is not JSON ({_reason(exc)}): {_excerpt(line)}{hint}") from None
-        frames.append(_frame(record, path, number))
-    return _assemble(path, frames, warnings)
+    return collected.run()
 
 
-def _frame(record: object, path: Path, number: int) -> Tuple[int, float, list]:
-    where = f"{path} line {number}"
-    if not isinstance(record, dict) or "faces" not in record or "time" not in record:
-        raise FerError(f"{where} is not a fer-run frame record (an object with \"time\" and \"faces\"): "
-                       f"{_excerpt(json.dumps(record))}")
-    time, source, faces = record["time"], record.get("source", 0), record["faces"]
-    if not _is_number(time):
-        raise FerError(f"{where}: \"time\" must be a number of seconds, not {_excerpt(json.dumps(time))}")
-    if not isinstance(source, int) or isinstance(source, bool):
-        raise FerError(f"{where}: \"source\" must be a whole number, not {_excerpt(json.dumps(source))}")
-    if not isinstance(faces, list):
-        raise FerError(f"{where}: \"faces\" must be a list, not {_excerpt(json.dumps(faces))}")
-    for face in faces:
-        probs = face.get("probs") if isinstance(face, dict) else None
-        if not isinstance(probs, dict) or not probs or not all(_is_number(p) for p in probs.values()):
-            raise FerError(f"{where}: a face without \"probs\" (emotion -> probability): {_excerpt(json.dumps(face))}")
-        track = face.get("track")
-        if track is not None and (not isinstance(track, int) or isinstance(track, bool)):
-            raise FerError(f"{where}: \"track\" must be a whole number or null, not {_excerpt(json.dumps(track))}")
-    return source, float(time), faces
+def _not_json(path: Path, number: int, line: str, reason: str, ended: bool, first: bool) -> FerError:
+    hint = " (is this fer-run's --json output?)" if first else ""
+    return FerError(f"{path} line {number} is not JSON ({reason}): {_excerpt(line)}{hint}")
 
 
-def _assemble(path: Path, frames: List[Tuple[int, float, list]], warnings: List[str]) -> Run:
-    seen: Dict[str, None] = {}
-    for _, _, faces in frames:
+class _Collected:
+    """Frame records as numbers: per source its frame times, per track its times, labels and probabilities
+    (a flat float32 array per track, one row of ``len(self.columns)`` per face)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.records = 0
+        self.faces = 0
+        self.warnings: List[str] = []
+        self.columns: Dict[str, int] = {}  # label -> column, in the order first seen
+        self.source_times: Dict[int, array] = {}
+        self.tracks: Dict[Tuple[int, Optional[int]], Tuple[array, array, array]] = {}  # times, labels, probs
+
+    def add(self, record: object, number: int) -> None:
+        where = f"{self.path} line {number}"
+        if not isinstance(record, dict) or "faces" not in record or "time" not in record:
+            raise FerError(f"{where} is not a fer-run frame record (an object with \"time\" and \"faces\"): "
+                           f"{_excerpt(json.dumps(record))}")
+        time, source, faces = record["time"], record.get("source", 0), record["faces"]
+        if not _is_number(time):
+            raise FerError(f"{where}: \"time\" must be a number of seconds, not {_excerpt(json.dumps(time))}")
+        if not isinstance(source, int) or isinstance(source, bool):
+            raise FerError(f"{where}: \"source\" must be a whole number, not {_excerpt(json.dumps(source))}")
+        if not isinstance(faces, list):
+            raise FerError(f"{where}: \"faces\" must be a list, not {_excerpt(json.dumps(faces))}")
         for face in faces:
-            for name in face["probs"]:
-                seen.setdefault(str(name), None)
-    labels = tuple([name for name in LABELS if name in seen] + [name for name in seen if name not in LABELS])
+            probs = face.get("probs") if isinstance(face, dict) else None
+            if not isinstance(probs, dict) or not probs or not all(_is_number(p) for p in probs.values()):
+                raise FerError(f"{where}: a face without \"probs\" (emotion -> probability): "
+                               f"{_excerpt(json.dumps(face))}")
+            track = face.get("track")
+            if track is not None and (not isinstance(track, int) or isinstance(track, bool)):
+                raise FerError(f"{where}: \"track\" must be a whole number or null, not {_excerpt(json.dumps(track))}")
+        self.source_times.setdefault(source, array("d")).append(float(time))
+        self.records += 1
+        for face in faces:
+            self._add_face(source, float(time), face)
 
-    by_source: Dict[int, List[Tuple[float, list]]] = {}
-    for source, time, faces in frames:
-        by_source.setdefault(source, []).append((time, faces))
-    sources, intervals = {}, {}
-    tracks: Dict[Tuple[int, Optional[int]], List[Sighting]] = {}
-    n_faces = 0
-    for source in sorted(by_source):
-        entries = sorted(by_source[source], key=lambda entry: entry[0])  # stable: frames of one time keep their order
-        times = np.array([time for time, _ in entries], np.float64)
-        steps = np.diff(times)
-        steps = steps[steps > 0]
-        interval = float(np.median(steps)) if len(steps) else 0.0
-        weights = np.append(np.diff(times), interval)
-        weights[weights > max(LONG_GAP, 5 * interval)] = interval
-        sources[source], intervals[source] = times, interval
-        for (time, faces), weight in zip(entries, weights):
-            for face in faces:
-                probs = tuple(float(face["probs"].get(name, 0.0)) for name in labels)
-                label = face.get("label")
-                if label not in labels:
-                    label = labels[int(np.argmax(probs))]
-                tracks.setdefault((source, face.get("track")), []).append(
-                    Sighting(time, float(weight), label, probs, time + float(weight)))
-                n_faces += 1
-    return Run(path, len(frames), labels, sources, intervals, tracks, n_faces, warnings)
+    def _add_face(self, source: int, time: float, face: dict) -> None:
+        for name in face["probs"]:
+            if name not in self.columns:
+                self._add_column(str(name))
+        row = [0.0] * len(self.columns)
+        for name, p in face["probs"].items():
+            row[self.columns[name]] = p
+        key = (source, face.get("track"))
+        if key not in self.tracks:
+            self.tracks[key] = (array("d"), array("i"), array("f"))
+        times, labels, probs = self.tracks[key]
+        times.append(time)
+        label = face.get("label")
+        labels.append(self.columns.get(label, -1) if isinstance(label, str) else -1)  # -1: no label given, the most probable is taken
+        probs.extend(row)
+        self.faces += 1
+
+    def _add_column(self, name: str) -> None:
+        """A label not seen before (another model's, or a file of several runs): widen every stored row."""
+        width = len(self.columns)
+        self.columns[name] = width
+        for key, (times, labels, probs) in self.tracks.items():
+            wider = np.zeros((len(times), width + 1), np.float32)
+            wider[:, :width] = np.frombuffer(probs, np.float32).reshape(len(times), width)
+            self.tracks[key] = (times, labels, array("f", wider.ravel().tolist()))
+
+    def run(self) -> Run:
+        order = [n for n in LABELS if n in self.columns] + [n for n in self.columns if n not in LABELS]
+        columns = np.array([self.columns[n] for n in order], np.int64)
+        position = np.empty(len(order), np.int64)
+        position[columns] = np.arange(len(order))  # stored column -> column in label order
+        sources, intervals, dwell = {}, {}, {}
+        for source in sorted(self.source_times):
+            times = np.sort(np.frombuffer(self.source_times[source], np.float64), kind="stable")
+            steps = np.diff(times)
+            steps = steps[steps > 0]
+            interval = float(np.median(steps)) if len(steps) else 0.0
+            weights = np.append(np.diff(times), interval)
+            weights[weights > max(LONG_GAP, 5 * interval)] = interval
+            sources[source], intervals[source], dwell[source] = times, interval, weights
+        tracks = {}
+        for (source, track), (times, labels, probs) in self.tracks.items():
+            t = np.frombuffer(times, np.float64)
+            sort = np.argsort(t, kind="stable")
+            p = np.frombuffer(probs, np.float32).reshape(len(t), len(order))[:, columns][sort].astype(np.float64)
+            stored = np.frombuffer(labels, np.int32)[sort]
+            label = np.where(stored >= 0, position[np.maximum(stored, 0)], p.argmax(axis=1) if len(p) else 0)
+            at = np.searchsorted(sources[source], t[sort], side="right") - 1
+            tracks[(source, track)] = Faces(t[sort], dwell[source][at], label.astype(np.int64), p)
+        return Run(self.path, self.records, tuple(order), sources, intervals, tracks, self.faces, self.warnings)
 
 
 def _is_number(value: object) -> bool:
@@ -203,23 +250,15 @@ def summarize(run: Run) -> List[TrackSummary]:
     """One row per (source, track), ordered by source and first appearance; a source's untracked faces
     (images: tracks are null) make one row after its tracks."""
     rows = []
-    for (source, track), sightings in run.tracks.items():
-        times = [s.time for s in sightings]
-        if track is None:  # independent images: every face counts once, their times mean little
-            weights = np.ones(len(sightings))
-        else:
-            weights = np.array([s.weight for s in sightings])
-            if weights.sum() <= 0:
-                weights = np.ones(len(sightings))
-        shares = {name: 0.0 for name in run.labels}
-        for sighting, weight in zip(sightings, weights):
-            shares[sighting.label] += float(weight)
-        total = sum(shares.values())
-        shares = {name: value / total for name, value in shares.items()}
-        dominant = max(run.labels, key=lambda name: shares[name])  # ties: the first in label order
-        first, last = min(times), max(times)
+    for (source, track), faces in run.tracks.items():
+        # Untracked faces (independent images) count one each: their times mean little.
+        weights = faces.weights if track is not None and faces.weights.sum() > 0 else np.ones(len(faces))
+        totals = np.bincount(faces.labels, weights, minlength=len(run.labels))
+        shares = {name: float(v) for name, v in zip(run.labels, totals / totals.sum())}
+        dominant = run.labels[int(np.argmax(totals))]  # ties: the first in label order
+        first, last = float(faces.times[0]), float(faces.times[-1])
         duration = last - first + run.intervals[source]
-        rows.append(TrackSummary(source, track, first, last, duration, len(sightings), dominant, shares, sightings))
+        rows.append(TrackSummary(source, track, first, last, duration, len(faces), dominant, shares, faces))
     rows.sort(key=lambda r: (r.source, r.track is None, r.first, r.track if r.track is not None else 0))
     return rows
 
@@ -353,7 +392,7 @@ def render_png(run: Run, tracks: Sequence[TrackSummary], max_panels: int = 12, d
         colors = [color(name, run.labels) for name in run.labels]
         for i, t in enumerate(shown):
             ax = fig.add_subplot(grid[i, 0])
-            x, y = _steps(t.sightings, run.intervals[t.source])
+            x, y = _steps(t.faces, run.intervals[t.source])
             ax.stackplot(x, y, colors=colors, linewidth=0)
             times = run.sources[t.source]
             ax.set_xlim(float(times[0]), float(times[-1]) + run.intervals[t.source])
@@ -368,7 +407,7 @@ def render_png(run: Run, tracks: Sequence[TrackSummary], max_panels: int = 12, d
             # The track's span in light grey: white inside it is where the face was not detected.
             ax.axvspan(t.first, t.last + run.intervals[t.source], color=UNSEEN, linewidth=0, zorder=0)
             ax.set_title(f"{where}track {t.track}: {t.first:.1f}–{t.last + run.intervals[t.source]:.1f} s "
-                         f"({seconds(t.duration)}, {t.frames} frame{'s' * (t.frames != 1)}) · mostly {t.dominant} "
+                         f"({seconds(t.duration)}, {t.frames:,} frame{'s' * (t.frames != 1)}) · mostly {t.dominant} "
                          f"({t.shares[t.dominant] * 100:.0f}% of the time)", loc="left", fontsize=10)
             if i == len(shown) - 1:
                 ax.set_xlabel("time (s)", fontsize=9)
@@ -384,21 +423,28 @@ def seconds(value: float) -> str:
     return f"{value:.2f} s" if value < 1 else f"{value:.1f} s"
 
 
-def _steps(sightings: Sequence[Sighting], interval: float) -> Tuple[np.ndarray, np.ndarray]:
-    """Each sighting's probabilities held from its time to its end (a step plot), with NaN across the gaps
-    where the track was not seen, so the areas break there instead of bridging them."""
-    xs: List[float] = []
-    ys: List[Tuple[float, ...]] = []
-    n = len(sightings[0].probs)
-    gap = (float("nan"),) * n
-    for i, s in enumerate(sightings):
-        end = s.end if s.end > s.time else s.time + (interval or 0.04)
-        if i and s.time > xs[-1] + 1e-6:  # not seen in between
-            xs.append(xs[-1]), ys.append(gap)
-            xs.append(s.time), ys.append(gap)
-        xs += [s.time, end]
-        ys += [s.probs, s.probs]
-    return np.array(xs), np.array(ys, np.float64).T
+def _steps(faces: Faces, interval: float, most: int = 3000) -> Tuple[np.ndarray, np.ndarray]:
+    """Each face's probabilities held from its time until its source's next frame (a step plot), with NaN
+    across the gaps where the track was not seen, so the areas break there instead of bridging them.
+    Over ``most`` faces, averaged into ``most // 2`` equal stretches of time (finer than the pixels)."""
+    t = faces.times
+    end = t + np.where(faces.weights > 0, faces.weights, interval or 0.04)
+    if len(t) > most:
+        bins = most // 2
+        edges = np.linspace(t[0], end[-1], bins + 1)
+        at = np.clip(np.searchsorted(edges, t, side="right") - 1, 0, bins - 1)
+        total = np.bincount(at, faces.weights, bins)
+        sums = np.zeros((bins, faces.probs.shape[1]))
+        np.add.at(sums, at, faces.probs * faces.weights[:, None])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            values = np.where(total[:, None] > 0, sums / total[:, None], np.nan)
+        return np.column_stack([edges[:-1], edges[1:]]).ravel(), np.repeat(values, 2, axis=0).T
+    x = np.column_stack([t, end]).ravel()
+    y = np.repeat(faces.probs, 2, axis=0)
+    gaps = np.nonzero(t[1:] > end[:-1] + 1e-6)[0] + 1  # faces seen again after a gap
+    x = np.insert(x, np.repeat(2 * gaps, 2), np.column_stack([end[gaps - 1], t[gaps]]).ravel())
+    y = np.insert(y, np.repeat(2 * gaps, 2), np.nan, axis=0)
+    return x, y.T
 
 
 # ---- the page -----------------------------------------------------------------------------------------

@@ -124,8 +124,36 @@ def test_a_track_missing_frames_counts_only_its_time_on_screen(tmp_path):
     t1 = report.summarize(report.read_run(write_run(tmp_path / "gap.jsonl", records)))[0]
     assert (t1.track, t1.frames, round(t1.duration, 6)) == (1, 35, 4.0)  # first to last, the gap included
     assert t1.shares["happy"] == pytest.approx(3 / 3.5) and t1.shares["sad"] == pytest.approx(0.5 / 3.5)
-    x, y = report._steps(t1.sightings, 0.1)
+    x, y = report._steps(t1.faces, 0.1)
     assert np.isnan(y).any(axis=0).sum() == 2  # the areas break across the gap instead of bridging it
+
+
+def test_labels_come_in_canonical_order_and_a_face_without_one_gets_its_most_probable(tmp_path):
+    records = [{"frame": 0, "time": 0.0, "faces": [{"track": 1, "probs": {"sad": 0.2, "happy": 0.8}}]},
+               {"frame": 1, "time": 0.1, "faces": [{"track": 1, "label": "sad", "probs": {"happy": 0.4, "sad": 0.6}}]},
+               {"frame": 2, "time": 0.2, "faces": [{"track": 1, "probs": {"happy": 0.1, "sad": 0.1, "bored": 0.8}}]}]
+    data = report.read_run(write_run(tmp_path / "odd.jsonl", records))
+    assert data.labels == ("happy", "sad", "bored")  # FER2013's order first, other models' labels after
+    faces = data.tracks[(0, 1)]
+    assert [data.labels[i] for i in faces.labels] == ["happy", "sad", "bored"]
+    np.testing.assert_allclose(faces.probs, [[0.8, 0.2, 0], [0.4, 0.6, 0], [0.1, 0.1, 0.8]], atol=1e-6)
+    (row,) = report.summarize(data)
+    assert row.shares == pytest.approx({"happy": 1 / 3, "sad": 1 / 3, "bored": 1 / 3})
+    assert row.dominant == "happy"  # a tie goes to the first in label order
+    assert report.color("bored", data.labels) not in report.COLORS.values()
+
+
+def test_a_long_track_is_averaged_into_fewer_steps_than_pixels_for_the_picture(tmp_path):
+    records = [{"frame": i, "time": i / 30, "source": 0, "faces": [face(1, "happy" if i < 6000 else "sad")]}
+               for i in range(9000)]
+    data = report.read_run(write_run(tmp_path / "long.jsonl", records))
+    (row,) = report.summarize(data)
+    assert (row.frames, round(row.duration, 6), row.shares["happy"]) == (9000, 300.0, pytest.approx(2 / 3))
+    x, y = report._steps(row.faces, data.intervals[0])
+    assert len(x) == 3000 and y.shape == (len(LABELS), 3000) and not np.isnan(y).any()
+    happy = LABELS.index("happy")
+    assert y[happy, 0] == pytest.approx(0.7) and y[happy, -1] == pytest.approx(0.05)
+    np.testing.assert_allclose(y.sum(axis=0), 1.0, atol=1e-5)
 
 
 def test_images_without_tracks_make_one_untracked_row_per_source(tmp_path):
