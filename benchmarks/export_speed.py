@@ -19,7 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
+from fer_engine.cli import naming, positive_float, positive_int, run_cli
+
 from .timing import measure
+
+PROG = "python -m fer_engine.benchmarks.export_speed"
 
 
 def optimized_ops(path: Path, threads: int) -> dict[str, int]:
@@ -36,21 +40,26 @@ def optimized_ops(path: Path, threads: int) -> dict[str, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True, help="the fer-train checkpoint the files were exported from")
     p.add_argument("--onnx", nargs="+", required=True, help="exported .onnx files")
-    p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--seconds", type=float, default=5.0, help="minimum measuring time per row")
-    p.add_argument("--json", help="write the results here")
+    p.add_argument("--batch", type=positive_int, default=64)
+    p.add_argument("--threads", type=positive_int, default=2)
+    p.add_argument("--seconds", type=positive_float, default=5.0, help="minimum measuring time per row")
+    p.add_argument("--json", metavar="OUT", help="write the results here")
     args = p.parse_args(argv)
+    return run_cli(lambda: run(args), PROG)
 
+
+def run(args) -> int:
     import onnxruntime as ort
     import torch
 
+    from fer_engine.outputs import check_outputs, write_outputs
     from fer_engine.runtime.onnx_model import OnnxClassifier
     from fer_engine.train.checkpoint import load_checkpoint
 
+    check_outputs(files={"--json": args.json})
     torch.set_num_threads(args.threads)
     ckpt = load_checkpoint(args.checkpoint)
     spec = ckpt.spec
@@ -62,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     rows.append({"backend": "PyTorch eager", "precision": "fp32", "file": args.checkpoint, **timing.to_dict()})
     ops = {}
     for path in args.onnx:
-        classifier = OnnxClassifier(path, threads=args.threads)
+        with naming(path):
+            classifier = OnnxClassifier(path, threads=args.threads)
         timing = measure(lambda: classifier.predict_logits(x), args.batch, min_seconds=args.seconds)
         rows.append({"backend": "onnxruntime CPU", "precision": classifier.spec.precision, "file": path,
                      "size_mb": Path(path).stat().st_size / 1e6, **timing.to_dict()})
@@ -79,8 +89,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['faces_per_s']:.0f} | {r['faces_per_s'] / base:.2f}x |")
     for path, counts in ops.items():
         print(f"\n{Path(path).name} after onnxruntime's optimizations: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
-    if args.json:
-        Path(args.json).write_text(json.dumps({"rows": rows, "optimized_ops": ops, "cpu": cpu}, indent=2))
+    write_outputs([("--json", args.json,
+                    lambda path: path.write_text(json.dumps({"rows": rows, "optimized_ops": ops, "cpu": cpu}, indent=2)))])
     return 0
 
 

@@ -22,7 +22,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from fer_engine.cli import run_cli
+from fer_engine.cli import comma_separated, non_negative_int, one_of, positive_float, positive_int, run_cli
 
 from . import cli_bench
 from .environment import environment, format_environment
@@ -56,14 +56,18 @@ class TrainRow:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=f"python -m fer_engine.benchmarks.{PROG}", description=__doc__.split("\n\n")[0])
     p.add_argument("--data", help="FER2013 csv(.gz): accuracy rows, int8 calibration and real training batches")
+    p.add_argument("--skip-bad-rows", action="store_true", help="skip malformed rows or images of --data, counting them")
     p.add_argument("--out", default="gpu-check", help="folder for gpu_check.json and gpu_check.md (default: gpu-check)")
-    p.add_argument("--models", default=",".join(cli_bench.MODELS))
-    p.add_argument("--batch-sizes", default="1,32,256")
-    p.add_argument("--backends", default=",".join(GPU_BACKENDS), help="fer-bench backend names")
-    p.add_argument("--duration", type=float, default=2.0, help="minimum seconds of timing per row")
-    p.add_argument("--train-batches", default="128,512", help="cnn training batch sizes")
-    p.add_argument("--train-workers", type=int, default=4, help="threads preparing augmented batches (default: 4)")
-    p.add_argument("--train-seconds", type=float, default=20.0, help="timed training seconds per batch size")
+    p.add_argument("--models", type=comma_separated(one_of(cli_bench.MODELS)), default=",".join(cli_bench.MODELS))
+    p.add_argument("--batch-sizes", type=comma_separated(positive_int), default="1,32,256")
+    p.add_argument("--backends", type=comma_separated(one_of(cli_bench.BACKENDS)), default=",".join(GPU_BACKENDS),
+                   help="fer-bench backend names")
+    p.add_argument("--duration", type=positive_float, default=2.0, help="minimum seconds of timing per row")
+    p.add_argument("--train-batches", type=comma_separated(positive_int), default="128,512",
+                   help="cnn training batch sizes")
+    p.add_argument("--train-workers", type=non_negative_int, default=4,
+                   help="threads preparing augmented batches (default: 4)")
+    p.add_argument("--train-seconds", type=positive_float, default=20.0, help="timed training seconds per batch size")
     p.add_argument("--detector-model", help="YuNet .onnx (default: $FER_ENGINE_YUNET or the cache, as fer-run)")
     return p
 
@@ -118,7 +122,8 @@ def detector_markdown(rows: list[DetectorRow]) -> str:
     return "\n".join(lines)
 
 
-def train_throughput(data: str | None, batch: int, seconds: float, workers: int, log) -> TrainRow:
+def train_throughput(data: str | None, batch: int, seconds: float, workers: int, log,
+                     skip_bad_rows: bool = False) -> TrainRow:
     """Images/s of the trainer's own step on the GPU, after warm-up, with ``fer-train``'s defaults for cnn."""
     import torch
 
@@ -128,7 +133,8 @@ def train_throughput(data: str | None, batch: int, seconds: float, workers: int,
 
     if not data:
         return TrainRow("cnn", batch, "❌", "needs --data (the trainer reads FER2013)")
-    cfg = TrainConfig(model="cnn", data=data, batch_size=batch, device="cuda", workers=workers, final_test=False)
+    cfg = TrainConfig(model="cnn", data=data, batch_size=batch, device="cuda", workers=workers, final_test=False,
+                      skip_bad_rows=skip_bad_rows)
     trainer = Trainer(cfg, log=lambda *_: None)
 
     def batches():
@@ -167,8 +173,14 @@ def run(args) -> int:
     def log(message: str) -> None:
         print(f"{PROG}: {message}", file=sys.stderr, flush=True)
 
+    from fer_engine.outputs import check_outputs, write_outputs
+
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    check_outputs(folders={"--out": out})
+    if args.data:
+        from fer_engine.train.data import check_data_path
+
+        check_data_path(args.data)
     env = environment(None)
     try:
         import torch
@@ -178,18 +190,24 @@ def run(args) -> int:
     except ImportError:
         env["torch"] = None
     bench_args = cli_bench.build_parser().parse_args(
-        ["--models", args.models, "--backends", args.backends, "--batch-sizes", args.batch_sizes,
-         "--duration", str(args.duration), "--work-dir", str(out / "work")] + (["--data", args.data] if args.data else []))
-    splits = cli_bench.load_splits(args.data)
-    backends, batches = cli_bench.choose_backends(bench_args), [int(b) for b in args.batch_sizes.split(",")]
+        ["--models", ",".join(args.models), "--backends", ",".join(args.backends),
+         "--batch-sizes", ",".join(map(str, args.batch_sizes)), "--duration", str(args.duration),
+         "--work-dir", str(out / "work")] + (["--data", args.data] if args.data else [])
+        + (["--skip-bad-rows"] if args.skip_bad_rows else []))
+    splits = cli_bench.load_splits(args.data, args.skip_bad_rows, log)
+    backends = cli_bench.choose_backends(bench_args)
     rows = []
-    for case in cli_bench.make_cases(bench_args, out / "work"):
+    for name in args.models:
+        case = cli_bench.make_case(name, bench_args, out / "work")
         log(f"{case.name}: {case.source}")
-        rows += cli_bench.bench_case(case, backends, batches, bench_args, splits, log)
+        rows += cli_bench.bench_case(case, backends, args.batch_sizes, bench_args, splits, log)
+        del case
+        cli_bench.free_memory()
     train_rows = []
-    for batch in (int(b) for b in args.train_batches.split(",")):
+    for batch in args.train_batches:
         try:
-            train_rows.append(train_throughput(args.data, batch, args.train_seconds, args.train_workers, log))
+            train_rows.append(train_throughput(args.data, batch, args.train_seconds, args.train_workers, log,
+                                               args.skip_bad_rows))
         except Exception as exc:  # a failing row says why; the check goes on
             train_rows.append(TrainRow("cnn", batch, "❌", f"{type(exc).__name__}: {exc}"))
     detectors = detector_rows(args.detector_model, args.duration, log)
@@ -197,12 +215,12 @@ def run(args) -> int:
               + "\n\n## cnn training on the GPU\n\n" + train_markdown(train_rows)
               + "\n\n## YuNet face detector\n\n" + detector_markdown(detectors) + "\n")
     print(report)
-    (out / "gpu_check.md").write_text(report)
-    (out / "gpu_check.json").write_text(json.dumps(
-        {"environment": env, "inference": [asdict(r) for r in rows], "training": [asdict(r) for r in train_rows],
-         "detector": [asdict(r) for r in detectors]},
-        indent=2, default=str))
-    log(f"wrote {out / 'gpu_check.md'} and {out / 'gpu_check.json'}")
+    summary = {"environment": env, "inference": [asdict(r) for r in rows], "training": [asdict(r) for r in train_rows],
+               "detector": [asdict(r) for r in detectors]}
+    write_outputs([("--out (Markdown)", out / "gpu_check.md", lambda path: path.write_text(report)),
+                   ("--out (JSON)", out / "gpu_check.json",
+                    lambda path: path.write_text(json.dumps(summary, indent=2, default=str)))],
+                  announce=lambda option, path: log(f"wrote {path}"))
     return 0
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from fer_engine.cli import run_cli
+from fer_engine.cli import comma_separated, naming, positive_float, positive_int, run_cli
 
 from .timing import measure
 
@@ -22,13 +22,16 @@ def run(args) -> int:
     from fer_engine.runtime.preprocess import faces_to_pixel_values
     from fer_engine.train.data import load_fer2013
 
-    data = load_fer2013(args.data)
+    data = load_fer2013(args.data, skip_bad_rows=args.skip_bad_rows)
+    if args.skip_bad_rows:
+        print(data.skipped_note())
     splits = {name: data.split(name) for name in ("PublicTest", "PrivateTest")}
-    batches = [int(b) for b in args.batch_sizes.split(",")]
+    batches = args.batch_sizes
     print("| file | PublicTest | PrivateTest | " + " | ".join(f"faces/s batch {b}" for b in batches) + " |")
     print("| --- | ---: | ---: | " + " | ".join("---:" for _ in batches) + " |")
     for path in args.files:
-        classifier = OnnxClassifier(path, providers=["CPUExecutionProvider"], threads=args.threads)
+        with naming(path):
+            classifier = OnnxClassifier(path, providers=["CPUExecutionProvider"], threads=args.threads)
         accuracy = [(classifier.predict_probs(s.images).argmax(1) == s.labels).mean() * 100 for s in splits.values()]
         x = faces_to_pixel_values(splits["PublicTest"].images[:max(batches)], classifier.spec)
         rates = [measure(lambda b=b: classifier.predict_logits(x[:b]), b, min_seconds=args.seconds).faces_per_s
@@ -41,9 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("files", nargs="+", help=".onnx files with fer metadata")
     p.add_argument("--data", required=True, help="FER2013 csv(.gz)")
-    p.add_argument("--batch-sizes", default="1,8,32,64")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--seconds", type=float, default=3.0, help="minimum measuring time per batch size")
+    p.add_argument("--skip-bad-rows", action="store_true", help="skip malformed rows or images of --data, counting them")
+    p.add_argument("--batch-sizes", type=comma_separated(positive_int), default="1,8,32,64")
+    p.add_argument("--threads", type=positive_int, default=2)
+    p.add_argument("--seconds", type=positive_float, default=3.0, help="minimum measuring time per batch size")
     args = p.parse_args(argv)
     return run_cli(lambda: run(args), PROG)
 

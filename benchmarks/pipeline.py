@@ -21,12 +21,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from fer_engine.cli import non_negative_float, positive_int, run_cli
 from fer_engine.runtime import DetectorConfig, Pipeline, PipelineConfig, Recognizer, RecognizerConfig, SourceSpec
 from fer_engine.runtime.crops import crop_face, to_gray
 from fer_engine.runtime.preprocess import faces_to_pixel_values
 from fer_engine.runtime.writers import JsonlWriter, VideoWriter
 
 from .face_video import drawn_faces, make_face_video
+
+PROG = "python -m fer_engine.benchmarks.pipeline"
 
 
 @dataclass
@@ -123,11 +126,14 @@ def config_for(base: RecognizerConfig, changes: dict) -> PipelineConfig:
     return PipelineConfig(recognizer=recognizer, render=rest.pop("render", False), smooth=0.0, **rest)
 
 
-def run(video: Path, truth, model: str | None, threads: int | None, out_dir: Path, quick: bool = False) -> list[Row]:
+def run(video: Path, truth, model: str | None, threads: int | None, out_dir: Path, quick: bool = False,
+        rows: list[Row] | None = None) -> list[Row]:
+    """Every row on ``video``, appended to ``rows`` as each is measured (a stopped run keeps those done)."""
+    rows = [] if rows is None else rows
     base = RecognizerConfig(model=model, threads=threads)
     recognizer = Recognizer(base)
     labels = recognizer.spec.labels
-    rows = [decode_only(video)]
+    rows.append(decode_only(video))
     seed_row, records = seed_loop(video, recognizer)
     if truth is not None:
         seed_row.recall, seed_row.accuracy = score(records, truth, labels)
@@ -163,8 +169,10 @@ def markdown(rows: list[Row], title: str) -> str:
 
 
 def bench(data: str | None, video: str | None, model: str | None, threads: int | None, quick: bool = False,
-          out=print, frames: int = 300, tilt: float = 0.0) -> dict:
-    """Runs every row on a generated (or given) video and prints Markdown tables through ``out``."""
+          out=print, frames: int = 300, tilt: float = 0.0, results: dict | None = None,
+          skip_bad_rows: bool = False) -> dict:
+    """Runs every row on a generated (or given) video and prints Markdown tables through ``out``. ``results``
+    (returned) is filled as the rows are measured, so a run stopped by a signal keeps the rows done."""
     detector_threads, classifier_threads = PipelineConfig(recognizer=RecognizerConfig(threads=threads)).thread_split()
     out(f"fer-run rows: {detector_threads} detection worker(s) (+{classifier_threads} spare), "
         f"classifier {classifier_threads} onnxruntime "
@@ -174,19 +182,22 @@ def bench(data: str | None, video: str | None, model: str | None, threads: int |
         if data:
             from fer_engine.train.data import load_fer2013
 
-            split = load_fer2013(data).split("PublicTest")
+            split = load_fer2013(data, skip_bad_rows=skip_bad_rows).split("PublicTest")
             faces, labels = split.images, split.labels
         else:
             faces, labels = drawn_faces(64), np.arange(64) % 7
-        results = {}
+        results = {} if results is None else results
         if video:
             path, truth = Path(video), None
         else:
             path = tmp / "five_faces_640x480.mp4"
             truth = make_face_video(path, faces, labels, frames=frames, hold=10, tilt=tilt)
-        rows = run(path, truth, model, threads, tmp, quick)
+        rows: list[Row] = []
+        try:
+            run(path, truth, model, threads, tmp, quick, rows)
+        finally:
+            results["five_faces"] = [r.to_dict() for r in rows]
         out(markdown(rows, f"{path.name}: {rows[0].frames} frames" + (f", faces tilted up to ±{tilt:g}°" if tilt else "")))
-        results["five_faces"] = [r.to_dict() for r in rows]
         if not video and not quick:
             big = tmp / "one_face_1280x720.mp4"
             truth = one_face_video(big, faces, labels, frames)
@@ -201,19 +212,35 @@ def bench(data: str | None, video: str | None, model: str | None, threads: int |
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", help="FER2013 csv(.gz): paste PublicTest faces (default: drawn faces)")
+    parser.add_argument("--skip-bad-rows", action="store_true", help="skip malformed rows or images of --data")
     parser.add_argument("--video", help="use this video instead of generating one (no recall/accuracy)")
     parser.add_argument("--model", help="model file or shipped name (default: the shipped int8 CNN)")
-    parser.add_argument("--threads", type=int)
-    parser.add_argument("--frames", type=int, default=300)
-    parser.add_argument("--tilt", type=float, default=0.0, help="rotate pasted faces by up to ± this many degrees")
+    parser.add_argument("--threads", type=positive_int, help="classifier threads (default: fer-run's split of the cores)")
+    parser.add_argument("--frames", type=positive_int, default=300, help="frames of the generated videos (default: 300)")
+    parser.add_argument("--tilt", type=non_negative_float, default=0.0,
+                        help="rotate pasted faces by up to ± this many degrees (default: 0)")
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--json", help="write the rows as JSON")
+    parser.add_argument("--json", metavar="OUT", help="write the rows as JSON")
     args = parser.parse_args(argv)
-    results = bench(args.data, args.video, args.model, args.threads, args.quick, print, args.frames, args.tilt)
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
+    return run_cli(lambda: _main(args), PROG)
+
+
+def _main(args) -> int:
+    from fer_engine.errors import FerError
+    from fer_engine.outputs import check_outputs, write_outputs
+
+    check_outputs(files={"--json": args.json})
+    if args.video and not Path(args.video).is_file():
+        raise FerError(f"--video {args.video}: no such file")
+    if args.data:
+        from fer_engine.train.data import check_data_path
+
+        check_data_path(args.data)
+    results = bench(args.data, args.video, args.model, args.threads, args.quick, print, args.frames, args.tilt,
+                    skip_bad_rows=args.skip_bad_rows)
+    write_outputs([("--json", args.json, lambda path: path.write_text(json.dumps(results, indent=2)))])
     return 0
 
 

@@ -120,14 +120,114 @@ def test_peers_with_the_real_fer_package():
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--models", "cnnn"], "Did you mean 'cnn'"),
-    (["--backends", "onnx-int8"], "unknown backend"),
-    (["--checkpoint", "cnn"], "MODEL=DIR"),
-    (["--batch-sizes", "a,b"], "--batch-sizes takes numbers"),
+    (["--models", "cnnn"], "argument --models: 'cnnn' is not one of cnn, vit, convnext, convnextv2. Did you mean 'cnn'?"),
+    (["--backends", "onnx-int8"], "argument --backends: 'onnx-int8' is not one of"),
+    (["--checkpoint", "cnn"], "argument --checkpoint: 'cnn' is not MODEL=DIR"),
+    (["--checkpoint", "cnm=x"], "argument --checkpoint: 'cnm' is not one of"),
+    (["--batch-sizes", "a,b"], "argument --batch-sizes: 'a' is not a number"),
+    (["--batch-sizes", "0"], "argument --batch-sizes: 0 is out of range; it must be a whole number of 1 or more"),
+    (["--batch-sizes", "1,-8"], "argument --batch-sizes: -8 is out of range"),
+    (["--duration", "0"], "argument --duration: 0 is out of range; it must be a number above 0"),
+    (["--duration", "nan"], "argument --duration: nan is out of range"),
+    (["--threads", "0"], "argument --threads: 0 is out of range"),
 ])
-def test_user_mistakes(argv, message, capsys):
-    assert fer_bench(argv + ["--tiny"]) == 2
-    assert message in capsys.readouterr().err
+def test_bad_options_are_refused_at_parse_time(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit:
+        fer_bench(argv + ["--tiny"])
+    err = capsys.readouterr().err
+    assert exit.value.code == 2 and f"fer-bench: error: {message}" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--json", "/proc/nowhere/bench.json"], "--json /proc/nowhere/bench.json: cannot write in /proc"),
+    (["--csv", "{tmp}"], "--csv {tmp} is a folder: name a file inside it"),
+    (["--png", "{tmp}/file/b.png"], "--png {tmp}/file/b.png: {tmp}/file is a file, so no folder can be made there"),
+    (["--work-dir", "{tmp}/file"], "--work-dir {tmp}/file is a file, not a folder"),
+    (["--json", "{tmp}/a", "--csv", "{tmp}/a"], "--json and --csv both name the file"),
+    (["--pipeline", "--csv", "{tmp}/b.csv"], "--csv and --png hold the classifier rows"),
+    (["--checkpoint", "cnn={tmp}/missing"], "--checkpoint cnn={tmp}/missing: no such folder"),
+    (["--data", "{tmp}/missing.csv"], "data not found: {tmp}/missing.csv"),
+    (["--pipeline", "--video", "{tmp}/missing.mp4"], "--video {tmp}/missing.mp4: no such file"),
+])
+def test_paths_are_checked_before_the_first_model(argv, message, tmp_path, capsys, monkeypatch):
+    from fer_engine.benchmarks import cli_bench
+
+    (tmp_path / "file").write_text("")
+    monkeypatch.setattr(cli_bench, "make_case", lambda *a: pytest.fail("a model was built before the check"))
+    assert fer_bench([a.format(tmp=tmp_path) for a in argv] + ["--tiny"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fer-bench: error: ") and message.format(tmp=tmp_path) in err and err.count("\n") == 1
+
+
+def tiny_run(tmp_path, *extra) -> list[str]:
+    return ["--models", "cnn", "--tiny", "--backends", "onnx-fp32-cpu", "--batch-sizes", "1", "--duration", "0.02",
+            "--json", str(tmp_path / "new" / "b.json"), "--csv", str(tmp_path / "new" / "b.csv"),
+            "--png", str(tmp_path / "new" / "b.png"), *extra]
+
+
+def test_a_failed_write_is_named_after_the_others_are_written(tmp_path, capsys, monkeypatch):
+    from fer_engine.benchmarks import cli_bench
+
+    def broken(rows, path):
+        raise RuntimeError("matplotlib broke")
+
+    monkeypatch.setattr(cli_bench, "write_png", broken)
+    assert fer_bench(tiny_run(tmp_path)) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1] == (f"fer-bench: error: could not write --png {tmp_path / 'new' / 'b.png'} "
+                                    "(RuntimeError: matplotlib broke); the other 2 output(s) were written")
+    assert json.loads((tmp_path / "new" / "b.json").read_text())["models"][0]["status"] == "✅"
+    assert len(list(csv.reader(open(tmp_path / "new" / "b.csv")))) == 2
+    assert sorted(p.name for p in (tmp_path / "new").iterdir()) == ["b.csv", "b.json"]
+
+
+def test_batches_above_the_cpu_limit_are_rows_that_say_why(tmp_path, monkeypatch):
+    from fer_engine.benchmarks import bench_backends
+    from fer_engine.spec import ModelSpec
+
+    assert [bench_backends.cpu_batch_limit(ModelSpec("m", image_size=(s, s))) for s in (384, 224, 48)] == [32, 94, 2048]
+    assert [bench_backends.accuracy_batch(ModelSpec("m", image_size=(s, s))) for s in (384, 224, 48)] == [4, 11, 256]
+    monkeypatch.setattr(bench_backends, "CPU_BATCH_PIXELS", 2 * 48 * 48)
+    assert fer_bench(tiny_run(tmp_path, "--batch-sizes", "1,2,3")) == 0
+    rows = json.loads((tmp_path / "new" / "b.json").read_text())["models"]
+    assert [(r["batch"], r["status"]) for r in rows] == [(1, "✅"), (2, "✅"), (3, "❌")]
+    assert "above fer-bench's CPU limit of 2" in rows[2]["reason"]
+
+
+def test_skip_bad_rows_counts_them(tmp_path, capsys):
+    from conftest import write_csv
+
+    bad = write_csv(tmp_path / "bad.csv", n=70, rows=[["1", "1 2 3", "PublicTest"]])
+    assert fer_bench(tiny_run(tmp_path, "--data", str(bad))) == 2
+    assert "pass --skip-bad-rows" in capsys.readouterr().err
+    assert fer_bench(tiny_run(tmp_path, "--data", str(bad), "--skip-bad-rows")) == 0
+    assert f"skipped 1 bad row(s) of {bad}" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, code", [("SIGTERM", 143), ("SIGHUP", 129), ("SIGINT", 130)])
+def test_a_signal_writes_the_rows_done_so_far(name, code, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    argv = tiny_run(tmp_path, "--models", "cnn,vit", "--batch-sizes", "1,2", "--duration", "30")
+    process = subprocess.Popen([sys.executable, "-m", "fer_engine.benchmarks.cli_bench", *argv],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 600
+    for line in process.stderr:  # the first row is measured after 30 s of timing: stop during the second
+        if "cnn onnx-fp32-cpu batch 1:" in line or time.monotonic() > deadline:
+            break
+    process.send_signal(getattr(signal, name))
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == code, err
+    assert f"{name}: stopped; writing the 1 classifier row(s) measured so far" in err and "Traceback" not in err
+    result = json.loads((tmp_path / "new" / "b.json").read_text())
+    assert result["stopped"] == name and [(r["model"], r["batch"]) for r in result["models"]] == [("cnn", 1)]
+    assert len(list(csv.reader(open(tmp_path / "new" / "b.csv")))) == 2
+    assert (tmp_path / "new" / "b.png").stat().st_size > 1000
+    assert f"## Classifiers (stopped by {name})" in out
 
 
 def test_gpu_check_without_a_gpu_says_why_each_part_is_skipped(tmp_path, capsys):
