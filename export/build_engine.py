@@ -21,7 +21,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from fer_engine.cli import run_cli
+from fer_engine.cli import naming, non_negative_int, positive_int, run_cli
 from fer_engine.errors import FerError
 
 PROG = "python -m fer_engine.export.build_engine"
@@ -33,28 +33,29 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fp32 ONNX file from fer-export, or a shipped model name (default: cnn)")
     p.add_argument("--out", default="engines", metavar="DIR", help="engine folder, reused as a cache (default: engines)")
     p.add_argument("--precision", default="fp16", choices=["fp16", "int8"], help="engine precision (default: fp16)")
-    p.add_argument("--max-batch", type=int, default=32, help="largest batch of the optimization profile (default: 32)")
-    p.add_argument("--opt-batch", type=int, help="batch TensorRT tunes for (default: min(8, max batch))")
-    p.add_argument("--workspace-mb", type=int, default=1024, help="builder workspace in MiB (default: 1024)")
-    p.add_argument("--dla-core", type=int, help="build for this DLA core, GPU fallback on (Jetson AGX Orin, Orin NX, Xavier)")
+    p.add_argument("--max-batch", type=positive_int, default=32,
+                   help="largest batch of the optimization profile (default: 32)")
+    p.add_argument("--opt-batch", type=positive_int, help="batch TensorRT tunes for, at most --max-batch (default: min(8, max batch))")
+    p.add_argument("--workspace-mb", type=positive_int, default=1024, help="builder workspace in MiB (default: 1024)")
+    p.add_argument("--dla-core", type=non_negative_int,
+                   help="build for this DLA core, GPU fallback on (Jetson AGX Orin, Orin NX, Xavier)")
     p.add_argument("--calibration-data", metavar="PATH",
                    help="int8: FER2013 csv(.gz) or image folder whose Training faces calibrate (a saved cache is reused)")
-    p.add_argument("--calibration-size", type=int, default=500, help="int8: calibration faces (default: 500)")
+    p.add_argument("--calibration-size", type=positive_int, default=500, help="int8: calibration faces (default: 500)")
+    p.add_argument("--skip-bad-rows", action="store_true", help="skip malformed rows or images of --calibration-data")
     p.add_argument("--dry-run", action="store_true", help="print the equivalent trtexec command and stop (no TensorRT needed)")
     return p
 
 
-def _check_numbers(args) -> None:
-    if args.max_batch < 1:
-        raise FerError("--max-batch must be at least 1")
-    if args.opt_batch is not None and not 1 <= args.opt_batch <= args.max_batch:
-        raise FerError(f"--opt-batch must be between 1 and --max-batch ({args.max_batch})")
-    if args.workspace_mb < 1:
-        raise FerError("--workspace-mb must be at least 1")
-    if args.dla_core is not None and args.dla_core < 0:
-        raise FerError("--dla-core must be 0 or more")
-    if args.calibration_size < 1:
-        raise FerError("--calibration-size must be at least 1")
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Every number is checked here, before anything is read: each alone by its type, then --opt-batch against
+    --max-batch."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.opt_batch is not None and args.opt_batch > args.max_batch:
+        parser.error(f"argument --opt-batch: {args.opt_batch} is above --max-batch ({args.max_batch}); "
+                     "it must be between 1 and --max-batch")
+    return args
 
 
 def _source(name_or_path: str):
@@ -71,7 +72,8 @@ def _source(name_or_path: str):
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own exception types for a bad file
         raise FerError(f"onnxruntime cannot load {path}: {str(exc).strip().splitlines()[0]}") from exc
-    spec = read_spec(session)
+    with naming(path):
+        spec = read_spec(session)
     if spec.precision != "fp32":
         raise FerError(f"{path.name} is an {spec.precision} model: build engines from the fp32 ONNX file (the shipped "
                        "one is 'cnn'); TensorRT makes the fp16 or int8 engine itself")
@@ -87,23 +89,29 @@ def _check_dla(trt, dla_core: int | None) -> None:
                        "and Xavier NX have DLA; Orin Nano and GPUs outside Jetson have none: drop --dla-core")
 
 
-def _calibration_faces(data_path: str, size: int):
+def _calibration_faces(data_path: str, size: int, skip_bad_rows: bool):
     """The same Training faces fer-export calibrates on (fixed seed)."""
     try:
         from .quantize import calibration_faces
     except ImportError as exc:  # export/quantize.py imports onnx, which the runtime-only install lacks
         raise FerError(f"int8 calibration from FER2013 needs the 'onnx' package here ({exc}): pip install onnx, or "
                        "build fp16, or put the int8 calibration cache of an earlier build in --out") from exc
-    return calibration_faces(data_path, size)
+    return calibration_faces(data_path, size, skip_bad_rows=skip_bad_rows)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
 
     def body() -> int:
+        from fer_engine.outputs import check_outputs
+
         from .tensorrt import EngineRequest, build_engine, trtexec_command
 
-        _check_numbers(args)
+        check_outputs(folders={"--out": args.out})
+        if args.calibration_data:
+            from fer_engine.train.data import check_data_path
+
+            check_data_path(args.calibration_data)
         onnx_path, spec = _source(args.onnx)
         request = EngineRequest(onnx_path, Path(args.out), args.precision, args.max_batch, args.opt_batch,
                                 args.workspace_mb, args.dla_core)
@@ -119,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         _check_dla(import_tensorrt(), args.dla_core)
         calibration = None
         if args.precision == "int8" and args.calibration_data:
-            calibration = _calibration_faces(args.calibration_data, args.calibration_size)
+            calibration = _calibration_faces(args.calibration_data, args.calibration_size, args.skip_bad_rows)
         engine = build_engine(request, spec, calibration, log=lambda message: print(message, file=sys.stderr))
         print(engine)
         return 0

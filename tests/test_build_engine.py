@@ -20,11 +20,21 @@ def test_defaults():
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--max-batch", "0"], "--max-batch must be at least 1"),
-    (["--max-batch", "4", "--opt-batch", "8"], "--opt-batch must be between 1 and --max-batch (4)"),
-    (["--workspace-mb", "0"], "--workspace-mb must be at least 1"),
-    (["--dla-core", "-1"], "--dla-core must be 0 or more"),
-    (["--calibration-size", "0"], "--calibration-size must be at least 1"),
+    (["--max-batch", "0"], "argument --max-batch: 0 is out of range; it must be a whole number of 1 or more"),
+    (["--max-batch", "4", "--opt-batch", "8"], "argument --opt-batch: 8 is above --max-batch (4)"),
+    (["--opt-batch", "0"], "argument --opt-batch: 0 is out of range"),
+    (["--workspace-mb", "0"], "argument --workspace-mb: 0 is out of range"),
+    (["--dla-core", "-1"], "argument --dla-core: -1 is out of range; it must be a whole number of 0 or more"),
+    (["--calibration-size", "0"], "argument --calibration-size: 0 is out of range"),
+])
+def test_numbers_are_refused_at_parse_time(argv, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit:
+        build_engine.main(argv + ["--out", str(tmp_path / "e"), "--dry-run"])
+    captured = capsys.readouterr()
+    assert exit.value.code == 2 and f"error: {message}" in captured.err and captured.out == ""
+
+
+@pytest.mark.parametrize("argv, message", [
     (["--onnx", "cnn-int9"], "Did you mean 'cnn-int8'?"),
     (["--onnx", "cnn-int8"], "is an int8 model: build engines from the fp32 ONNX file"),
 ])
@@ -76,3 +86,26 @@ def test_builder_cli_is_torch_and_onnx_free():
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("trtexec --onnx=")
+
+
+def test_output_and_data_paths_are_checked_first(tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    assert build_engine.main(["--out", str(tmp_path / "file"), "--dry-run"]) == 2
+    assert f"--out {tmp_path / 'file'} is a file, not a folder" in capsys.readouterr().err
+    assert build_engine.main(["--out", str(tmp_path / "e"), "--precision", "int8", "--calibration-data",
+                              str(tmp_path / "none.csv"), "--dry-run"]) == 2
+    assert "data not found" in capsys.readouterr().err
+
+
+def test_onnx_file_without_fer_metadata_is_named(tmp_path, capsys):
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    path = tmp_path / "plain.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    assert build_engine.main(["--onnx", str(path), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert f"error: {path}: " in err and "no 'fer' metadata" in err
