@@ -211,5 +211,5 @@ def create_detector(config: DetectorConfig):
         raise FerError(f"unknown detector '{config.name}' (choose from {', '.join(DETECTORS)})."
                        + did_you_mean(config.name, DETECTORS))
     if not 0.05 <= config.scale <= 4:
-        raise FerError(f"--detect-scale must be between 0.05 and 4, got {config.scale}")
+        raise FerError(f"scale must be between 0.05 and 4, got {config.scale}")
     return DETECTORS[config.name](config)

@@ -5,9 +5,11 @@ run. Live sources keep only their newest frame (counting what they drop); files 
 ``realtime``). All faces waiting for the classifier — of one frame, or of several frames and sources
 when it is behind — go into one call of at most ``max_batch`` faces.
 
-End of stream drains every stage. ``request_stop()`` (Ctrl-C) stops the sources and drains the rest,
-so files end complete at the last frame read. A failing stage stops everything and ``run()`` raises
-its error; no stage can block forever, because every queue operation wakes up to check for a stop.
+End of stream drains every stage. ``request_stop()`` (Ctrl-C, SIGTERM) stops the sources and drains the
+rest, so files end complete at the last frame read; frames still in flight ``stop_timeout`` seconds later
+are dropped (``abort()``), so a service stops well inside its grace period. A failing stage stops
+everything and ``run()`` raises its error; no stage can block forever, because every queue operation
+wakes up to check for a stop.
 
     pipeline = Pipeline([SourceSpec("video", "in.mp4")])
     for result in pipeline:          # FrameResult, in frame order per source
@@ -42,6 +44,7 @@ log = logging.getLogger("fer_engine.runtime")
 END = object()  # end of stream, passed down the stages
 POLL = 0.1  # seconds a blocked queue operation waits before checking for a stop
 SPARE_BACKLOG = 1  # frames waiting for the classifier that pause the spare detection workers
+JOIN_GRACE = 1.5  # seconds all stages together get to exit after a hard stop
 
 
 @dataclass(frozen=True)
@@ -58,18 +61,22 @@ class PipelineConfig:
     # instead of both spreading over all of them and contending (measured in benchmarks/RESULTS.md).
     # None = half the cores for detection workers, the rest for the classifier unless its threads are set.
     detector_threads: int | None = None
+    # After request_stop(), the frames in flight get this long to be written; then the rest is dropped.
+    stop_timeout: float = 4.0
 
     def __post_init__(self) -> None:
         if self.detect_every < 1:
-            raise FerError(f"--detect-every must be 1 or more, got {self.detect_every}")
+            raise FerError(f"detect_every must be 1 or more, got {self.detect_every}")
         if self.max_batch < 1:
-            raise FerError(f"--max-batch must be 1 or more, got {self.max_batch}")
+            raise FerError(f"max_batch must be 1 or more, got {self.max_batch}")
         if self.max_wait_ms < 0:
-            raise FerError(f"--max-wait-ms cannot be negative, got {self.max_wait_ms}")
+            raise FerError(f"max_wait_ms cannot be negative, got {self.max_wait_ms}")
         if self.detector_threads is not None and self.detector_threads < 1:
-            raise FerError(f"--detector-threads must be 1 or more, got {self.detector_threads}")
+            raise FerError(f"detector_threads must be 1 or more, got {self.detector_threads}")
         if not 0.0 <= self.smooth < 1.0:
-            raise FerError(f"--smooth must be in [0, 1), got {self.smooth}")
+            raise FerError(f"smooth must be in [0, 1), got {self.smooth}")
+        if self.stop_timeout < 0:
+            raise FerError(f"stop_timeout cannot be negative, got {self.stop_timeout}")
 
     def thread_split(self, cores: int | None = None) -> tuple[int, int]:
         """(detector threads, classifier threads) for this many cores."""
@@ -96,7 +103,10 @@ class FrameMux:
         self.dropped = [0] * len(live)
 
     def put(self, source: int, frame: Frame) -> bool:
+        """False when the frame is refused: the run stopped, or reading stopped (``close_all``)."""
         with self._cond:
+            if not self._open[source]:
+                return False
             buffer = self._buffers[source]
             if self._live[source]:
                 if buffer:
@@ -105,7 +115,7 @@ class FrameMux:
             else:
                 while len(buffer) >= self._capacity[source] and not self._stopped.is_set():
                     self._cond.wait(POLL)
-                if self._stopped.is_set():
+                if self._stopped.is_set() or not self._open[source]:
                     return False
             buffer.append(frame)
             self._cond.notify_all()
@@ -114,6 +124,13 @@ class FrameMux:
     def close(self, source: int) -> None:
         with self._cond:
             self._open[source] = False
+            self._cond.notify_all()
+
+    def close_all(self) -> None:
+        """No more frames from any source: the frames already here drain, even while a capture thread is
+        still blocked in a read (a stream waiting for its server)."""
+        with self._cond:
+            self._open = [False] * len(self._open)
             self._cond.notify_all()
 
     def get(self):
@@ -221,25 +238,38 @@ class Pipeline:
         self._annotator = Annotator()
         self._fps = 0.0
         self._results: queue.Queue | None = None
+        self._mux: FrameMux | None = None
+        self._stop_deadline: float | None = None
+        self._capture_threads: dict[int, threading.Thread] = {}
+        self._frames_read = [0] * len(self.sources)
         self.display_slot: deque = deque(maxlen=1)  # newest annotated frame, for a window on the main thread
         self.on_result: Callable[[FrameResult], None] | None = None
 
     # ---- control -------------------------------------------------------------------------------------
     def request_stop(self) -> None:
-        """Stop reading sources; every frame already read is still processed and written."""
-        self._sources_stopped.set()
+        """Stop reading sources; the frames already read are still processed and written, for at most
+        ``config.stop_timeout`` seconds in ``run()``."""
+        if self._stop_deadline is None:
+            self._stop_deadline = time.perf_counter() + self.config.stop_timeout
+        self._stop_reading()
 
     def abort(self) -> None:
         """Stop every stage now (a second Ctrl-C); files keep what was written."""
-        self._sources_stopped.set()
+        self._stop_reading()
         self._stopped.set()
+
+    def _stop_reading(self) -> None:
+        self._sources_stopped.set()
+        if self._mux is not None:
+            self._mux.close_all()
+        for source in self.sources:
+            source.interrupt()
 
     def _fail(self, stage: str, exc: BaseException) -> None:
         with self._error_lock:
             if self._error is None:
                 self._error = (stage, exc)
-        self._sources_stopped.set()
-        self._stopped.set()
+        self.abort()
 
     def _stage(self, name: str, body: Callable[[], None]) -> threading.Thread:
         def guarded():
@@ -287,11 +317,12 @@ class Pipeline:
                 image, stamp, name = item
                 if realtime:
                     delay = start + stamp - time.perf_counter()
-                    if delay > 0:
-                        time.sleep(delay)
+                    if delay > 0 and self._sources_stopped.wait(delay):
+                        break
                 if not mux.put(index, Frame(index, count, stamp, image, time.perf_counter(), name)):
                     break
                 count += 1
+                self._frames_read[index] = count
         finally:
             mux.close(index)
 
@@ -309,7 +340,8 @@ class Pipeline:
                 break
             started = time.perf_counter()
             self.times.add("queue", started - frame.captured)
-            detections = detector.detect(frame.image) if frame.index % every == 0 else None
+            reuse = frame.index % every != 0 and not self.sources[frame.source].independent
+            detections = None if reuse else detector.detect(frame.image)
             computed = time.perf_counter() - started
             if not turns.wait(ticket, self._stopped):
                 return
@@ -386,11 +418,14 @@ class Pipeline:
             started = time.perf_counter()
             frame = work.frame
             probs = work.probs if work.probs is not None else np.zeros((0, len(labels)), np.float32)
-            tracker = self._trackers.setdefault(frame.source, Tracker(self.config.smooth))
-            track_ids, smoothed = tracker.update(work.detections.boxes, probs)
-            faces: list[Face] = faces_from_probs(work.detections, smoothed, labels)
-            for face, track in zip(faces, track_ids):
-                face.track = track
+            if self.sources[frame.source].independent:  # unrelated photos: no tracks, nothing carried over
+                faces: list[Face] = faces_from_probs(work.detections, probs, labels)
+            else:
+                tracker = self._trackers.setdefault(frame.source, Tracker(self.config.smooth))
+                track_ids, smoothed = tracker.update(work.detections.boxes, probs)
+                faces = faces_from_probs(work.detections, smoothed, labels)
+                for face, track in zip(faces, track_ids):
+                    face.track = track
             result = FrameResult(frame.index, frame.time, frame.source, faces, frame.name)
             frames_seen.append(started)
             if len(frames_seen) > 1:
@@ -441,16 +476,19 @@ class Pipeline:
         size = self.config.queue_size
         mux = FrameMux([s.live or self.config.realtime for s in self.sources], size, self._stopped)
         self._mux = mux
+        if self._sources_stopped.is_set():  # stopped before it started (a signal while the model loaded)
+            mux.close_all()
         to_infer, to_post, to_write = queue.Queue(size), queue.Queue(size), queue.Queue(size)
         for index, source in enumerate(self.sources):
-            self._stage(f"capture-{index}", lambda i=index, s=source: self._capture(i, s, mux))
+            self._capture_threads[index] = self._stage(f"capture-{index}",
+                                                       lambda i=index, s=source: self._capture(i, s, mux))
         turns = _Turns(len(self._detectors))
         for index, detector in enumerate(self._detectors):
             spare = index >= self.detector_threads
             self._stage(f"detect-{index}", lambda d=detector, s=spare: self._detect(d, mux, turns, to_infer, s))
         self._stage("infer", lambda: self._infer(to_infer, to_post))
         self._stage("post", lambda: self._post(to_post, to_write))
-        self._stage("write", lambda: self._write(to_write))
+        self._write_thread = self._stage("write", lambda: self._write(to_write))
         self._started = time.perf_counter()
         for thread in self._threads:
             thread.start()
@@ -462,26 +500,60 @@ class Pipeline:
     def finish(self) -> Summary:
         """Wait for every stage, close sources and sinks, and raise the first stage error if any."""
         try:
-            for thread in self._threads:
-                while thread.is_alive():
-                    thread.join(POLL)
-                    if self._stopped.is_set():
-                        thread.join(2.0)  # a capture blocked in a device read is a daemon: don't wait on it
-                        break
+            self._join_stages()
         finally:
             self.summary.seconds = time.perf_counter() - self._started
             self.summary.dropped = sum(self._mux.dropped)
-            self.summary.corrupt = sum(getattr(s, "corrupt", 0) for s in self.sources)
+            self.summary.corrupt = sum(source.corrupt for source in self.sources)
+            self.summary.sources = self._source_summaries()
             self.summary.latency_ms = self.times.percentiles()
             self._restore_cv_threads()
-            self.close_sources()
-            self.close_sinks()
+            self._close_finished_sources()
+            closing_error = self._close_sinks_after_writer()
         if self._error is not None:
             stage, exc = self._error
             if isinstance(exc, FerError):
                 raise exc
             raise FerError(f"the {stage} stage failed: {type(exc).__name__}: {exc}") from exc
+        if closing_error is not None:
+            raise closing_error
         return self.summary
+
+    def _join_stages(self) -> None:
+        """Every stage, however long the run drains; after a hard stop, JOIN_GRACE seconds for all of them."""
+        deadline = None
+        for thread in self._threads:
+            while thread.is_alive():
+                if self._stopped.is_set():
+                    deadline = deadline or time.perf_counter() + JOIN_GRACE
+                    thread.join(max(0.0, deadline - time.perf_counter()))
+                    break
+                thread.join(POLL)
+
+    def _source_summaries(self) -> list:
+        summaries = [source.summary() for source in self.sources]
+        for summary, read, dropped in zip(summaries, self._frames_read, self._mux.dropped):
+            summary.frames, summary.dropped = read, dropped
+        return summaries
+
+    def _close_finished_sources(self) -> None:
+        # A capture thread still blocked in a device or network read (a daemon) keeps its source: releasing
+        # a capture under a read in progress can crash OpenCV's backend. The process exit frees it.
+        for index, source in enumerate(self.sources):
+            thread = self._capture_threads.get(index)
+            if thread is not None and thread.is_alive():
+                log.debug("%s is still in a read: left open", source.name)
+                continue
+            self._close_source(source)
+
+    def _close_sinks_after_writer(self) -> FerError | None:
+        writer = getattr(self, "_write_thread", None)
+        if writer is not None:
+            writer.join(0.5)  # _join_stages waited for it already, unless the run was stopped hard
+            if writer.is_alive():  # stuck in a write (a hung network drive): closing under it is not safe
+                log.warning("the writer did not finish its last frame: outputs left as they are")
+                return None
+        return self.close_sinks()
 
     def run(self, poll: Callable[[], None] | None = None) -> Summary:
         """Run to the end of every source (or ``request_stop()``); ``poll`` runs on this thread meanwhile."""
@@ -490,6 +562,7 @@ class Pipeline:
             while self.running and not self._stopped.is_set():
                 if poll is not None:
                     poll()
+                self._enforce_stop_timeout()
                 time.sleep(0.005 if poll is not None else POLL)
         except BaseException:
             self.request_stop()  # Ctrl-C in an embedding application: drain what was read, then re-raise
@@ -513,6 +586,12 @@ class Pipeline:
             self._stopped.set()  # the caller stopped iterating, or the run ended
             self.finish()
 
+    def _enforce_stop_timeout(self) -> None:
+        if self._stop_deadline is not None and time.perf_counter() > self._stop_deadline and not self._stopped.is_set():
+            log.warning("the frames in flight were not done %.0f s after the stop: dropping them",
+                        self.config.stop_timeout)
+            self.abort()
+
     def _restore_cv_threads(self) -> None:
         if getattr(self, "_cv_threads", None) is not None:
             import cv2
@@ -522,16 +601,24 @@ class Pipeline:
 
     def close_sources(self) -> None:
         for source in self.sources:
-            try:
-                source.close()
-            except Exception:  # noqa: BLE001 - closing is best effort
-                log.debug("closing %s failed", source.name, exc_info=True)
+            self._close_source(source)
 
-    def close_sinks(self) -> None:
+    @staticmethod
+    def _close_source(source: FrameSource) -> None:
+        try:
+            source.close()
+        except Exception:  # noqa: BLE001 - closing is best effort
+            log.debug("closing %s failed", source.name, exc_info=True)
+
+    def close_sinks(self) -> FerError | None:
+        """Close every sink, even after one fails; returns the first failure (naming its output), if any."""
+        first: FerError | None = None
         for sinks in self.sinks.values():
             for sink in sinks:
                 try:
                     sink.close()
-                except Exception as exc:  # noqa: BLE001
-                    log.warning("closing %s failed: %s", getattr(sink, "path", sink), exc)
-
+                except Exception as exc:  # noqa: BLE001 - the other outputs are closed all the same
+                    error = exc if isinstance(exc, FerError) else FerError(
+                        f"cannot finish {getattr(sink, 'label', sink)}: {exc}")
+                    first = first or error
+        return first

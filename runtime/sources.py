@@ -3,7 +3,9 @@
 A source is opened in the calling thread (so a bad path fails before any thread starts) and read in the
 pipeline's capture thread. Live sources (camera, stream, GStreamer) are paced by the device; files are
 read as fast as the pipeline takes them. Every frame comes out as 3-channel 8-bit BGR, whatever the
-source gives (gray, BGRA, 16-bit).
+source gives (gray, BGRA, 16-bit). Each source counts what it read for the run's summary
+(``SourceSummary``): frames, skipped ones, a file that ended before its declared frame count, a
+stream's reconnects and the time it spent without frames.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +22,8 @@ import cv2
 import numpy as np
 
 from fer_engine.errors import FerError
+
+from .stats import SourceSummary
 
 log = logging.getLogger("fer_engine.runtime")
 
@@ -61,10 +66,19 @@ class FrameSource:
     live = False
     fps: float | None = None
     name = "source"
+    # Frames unrelated to each other (photos of a folder): no tracks, no smoothing, no boxes reused across them.
+    independent = False
+    corrupt = 0  # unreadable frames or images skipped
 
     def read(self) -> tuple[np.ndarray, float, str | None] | None:
         """(image, time in seconds, file name or None), or None at the end of the stream."""
         raise NotImplementedError
+
+    def interrupt(self) -> None:
+        """Called from another thread when the run stops: a read that waits (to reconnect) returns None soon."""
+
+    def summary(self) -> SourceSummary:
+        return SourceSummary(self.name, corrupt=self.corrupt)
 
     def close(self) -> None:
         pass
@@ -72,6 +86,8 @@ class FrameSource:
 
 class CaptureSource(FrameSource):
     """Anything cv2.VideoCapture opens."""
+
+    MAX_SKIPPED = 25  # failed reads in a row a file may skip as corrupt frames before it counts as ended
 
     def __init__(self, target, description: str, api: int = cv2.CAP_ANY, live: bool = False):
         self.target, self.api, self.live, self.name = target, api, live, description
@@ -81,14 +97,18 @@ class CaptureSource(FrameSource):
         self.frame_count = int(self.capture.get(cv2.CAP_PROP_FRAME_COUNT)) if not live else 0
         self.index = 0
         self.corrupt = 0
+        self.ended_early = False
         self._start = time.perf_counter()
 
     def _open(self) -> cv2.VideoCapture:
-        with quiet_opencv():
-            capture = cv2.VideoCapture(self.target, self.api)
+        capture = self._capture()
         if not capture.isOpened():
             raise FerError(self.open_error())
         return capture
+
+    def _capture(self) -> cv2.VideoCapture:
+        with quiet_opencv():
+            return cv2.VideoCapture(self.target, self.api)
 
     def open_error(self) -> str:
         return f"cannot open {self.name}"
@@ -100,10 +120,12 @@ class CaptureSource(FrameSource):
             if ok and image is not None and image.size:
                 break
             # A file that fails before its last frame has a corrupt frame: skip it, a few times at most.
-            if self.live or self.index + failures >= self.frame_count - 1 or failures >= 25:
+            if self.live or self.index + self.corrupt + failures >= self.frame_count - 1 or failures >= self.MAX_SKIPPED:
+                self._check_complete()
                 return None
             failures += 1
-            self.corrupt += 1
+        # Failed reads count as corrupt frames only once a frame follows them: at the end they are the end.
+        self.corrupt += failures
         if self.live:
             stamp = time.perf_counter() - self._start
         else:
@@ -111,6 +133,20 @@ class CaptureSource(FrameSource):
             stamp = msec / 1000.0 if msec > 0 or self.index == 0 else self.index / (self.fps or 30.0)
         self.index += 1
         return as_bgr(image), stamp, None
+
+    def _check_complete(self) -> None:
+        # One frame of slack: some containers declare a count estimated from duration × frame rate.
+        if self.live or self.ended_early or self.index + self.corrupt >= self.frame_count - 1:
+            return
+        self.ended_early = True
+        log.warning("%s ended after %d of its %d declared frames (a truncated or damaged file?); the results "
+                    "cover the frames read", self.name, self.index + self.corrupt, self.frame_count)
+
+    def summary(self) -> SourceSummary:
+        summary = super().summary()
+        if not self.live:
+            summary.declared_frames, summary.ended_early = self.frame_count, self.ended_early
+        return summary
 
     def close(self) -> None:
         self.capture.release()
@@ -132,6 +168,9 @@ class CameraSource(CaptureSource):
 class VideoFileSource(CaptureSource):
     def __init__(self, path: str):
         file = Path(path).expanduser()
+        if file.is_dir():
+            raise FerError(f"--video {file} is a folder: --video takes a video file (for a folder of images, "
+                           "use --images DIR)")
         if not file.is_file():
             raise FerError(f"video file not found: {file}")
         super().__init__(str(file), f"video {file}")
@@ -141,30 +180,75 @@ class VideoFileSource(CaptureSource):
 
 
 class StreamSource(CaptureSource):
-    """RTSP/HTTP stream: reconnects with exponential back-off when the stream drops."""
+    """RTSP/HTTP stream: reconnects with exponential back-off when the stream drops, and gives up (the source
+    ends) after ``reconnect_timeout`` seconds without a frame; 0 retries for ever."""
 
-    def __init__(self, url: str, max_backoff: float = 10.0, give_up_after: float = 300.0):
-        self.max_backoff, self.give_up_after = max_backoff, give_up_after
+    def __init__(self, url: str, reconnect_timeout: float = 60.0, max_backoff: float = 10.0,
+                 first_backoff: float = 0.5):
+        if reconnect_timeout < 0:
+            raise FerError(f"reconnect_timeout cannot be negative, got {reconnect_timeout}")
+        self.reconnect_timeout, self.max_backoff, self.first_backoff = reconnect_timeout, max_backoff, first_backoff
         self.reconnects = 0
+        self.seconds_without_frames = 0.0
+        self.gave_up = False
+        self._interrupted = threading.Event()
+        self._outage_started: float | None = None
         super().__init__(url, f"stream {url}", live=True)
+
+    def _capture(self) -> cv2.VideoCapture:
+        # FFmpeg waits 30 s by default on a stream that stalls without closing; a stall should not outlast
+        # the reconnect timeout by much.
+        wait_ms = int(1000 * min(30.0, max(1.0, self.reconnect_timeout or 30.0)))
+        params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, wait_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, wait_ms]
+        with quiet_opencv():
+            return cv2.VideoCapture(self.target, self.api, params)
+
+    def interrupt(self) -> None:
+        self._interrupted.set()
 
     def read(self):
         frame = super().read()
-        backoff, lost_at = 0.5, time.perf_counter()
+        if frame is not None:
+            return frame
+        lost_at = time.perf_counter()
+        self._outage_started = lost_at
+        log.warning("%s dropped; reconnecting%s", self.name,
+                    f" (giving up after {self.reconnect_timeout:g} s without frames)" if self.reconnect_timeout else "")
+        backoff = self.first_backoff
         while frame is None:
-            if time.perf_counter() - lost_at > self.give_up_after:
-                log.warning("%s: no frames for %.0f s, giving up", self.name, self.give_up_after)
+            waited = time.perf_counter() - lost_at
+            if self.reconnect_timeout and waited >= self.reconnect_timeout:
+                self._end_outage()
+                self.gave_up = True
+                log.warning("%s: no frame for %.0f s, giving up on it (--reconnect-timeout)", self.name, waited)
                 return None
-            log.warning("%s dropped; reconnecting in %.1f s", self.name, backoff)
-            time.sleep(backoff)
+            pause = backoff if not self.reconnect_timeout else min(backoff, self.reconnect_timeout - waited)
+            if self._interrupted.wait(pause):
+                self._end_outage()
+                return None
             backoff = min(backoff * 2, self.max_backoff)
             self.capture.release()
-            with quiet_opencv():
-                self.capture = cv2.VideoCapture(self.target, self.api)
+            self.capture = self._capture()
             if self.capture.isOpened():
-                self.reconnects += 1
                 frame = super().read()
+        self._end_outage()
+        self.reconnects += 1
+        log.info("%s: reconnected after %.1f s without frames", self.name, time.perf_counter() - lost_at)
         return frame
+
+    def _end_outage(self) -> None:
+        if self._outage_started is not None:
+            self.seconds_without_frames += time.perf_counter() - self._outage_started
+            self._outage_started = None
+
+    def summary(self) -> SourceSummary:
+        summary = super().summary()
+        outage = self.seconds_without_frames
+        if self._outage_started is not None:  # the run stopped while the stream was down
+            outage += time.perf_counter() - self._outage_started
+        summary.reconnects, summary.seconds_without_frames, summary.gave_up = self.reconnects, outage, self.gave_up
+        summary.frames_lost = round(outage * self.fps) if self.fps else None
+        return summary
 
 
 class GStreamerSource(CaptureSource):
@@ -175,21 +259,29 @@ class GStreamerSource(CaptureSource):
         super().__init__(pipeline, f"GStreamer pipeline '{pipeline}'", api=cv2.CAP_GSTREAMER, live=True)
 
 
-class ImageSource(FrameSource):
-    """A folder of images (sorted by name) or a glob pattern; unreadable files are skipped with a warning."""
+def image_files(pattern: str) -> list[Path]:
+    """The images of a folder (sorted by name), a single image, or a glob's matches."""
+    path = Path(pattern).expanduser()
+    if path.is_dir():
+        return sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if path.is_file():
+        return [path]
+    return sorted(Path(p) for p in glob.glob(str(path)) if Path(p).suffix.lower() in IMAGE_SUFFIXES)
 
-    def __init__(self, pattern: str):
-        path = Path(pattern).expanduser()
-        if path.is_dir():
-            files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        elif path.is_file():
-            files = [path]
-        else:
-            files = sorted(Path(p) for p in glob.glob(str(path)) if Path(p).suffix.lower() in IMAGE_SUFFIXES)
+
+class ImageSource(FrameSource):
+    """A folder of images (sorted by name) or a glob pattern; unreadable files are skipped with a warning.
+
+    The images are independent photos unless ``sequence``: then they are frames of one scene, and faces are
+    tracked and smoothed across them as in a video."""
+
+    def __init__(self, pattern: str, sequence: bool = False):
+        files = image_files(pattern)
         if not files:
             raise FerError(f"no images found at {pattern} (a folder or a glob like 'photos/*.jpg'; "
                            f"suffixes {', '.join(sorted(IMAGE_SUFFIXES))})")
         self.files, self.name, self.index, self.corrupt = files, f"images {pattern}", 0, 0
+        self.independent = not sequence
 
     def read(self):
         while self.index < len(self.files):
@@ -211,6 +303,8 @@ class SourceSpec:
     width: int | None = None
     height: int | None = None
     fps: float | None = None
+    reconnect_timeout: float = 60.0  # url: seconds without a frame before the stream is given up; 0 = never
+    image_sequence: bool = False  # images: frames of one scene (tracked), not independent photos
 
     def open(self) -> FrameSource:
         if self.kind == "camera":
@@ -222,9 +316,9 @@ class SourceSpec:
         if self.kind == "video":
             return VideoFileSource(self.target)
         if self.kind == "url":
-            return StreamSource(self.target)
+            return StreamSource(self.target, self.reconnect_timeout)
         if self.kind == "gst":
             return GStreamerSource(self.target)
         if self.kind == "images":
-            return ImageSource(self.target)
+            return ImageSource(self.target, self.image_sequence)
         raise FerError(f"unknown source kind '{self.kind}'")

@@ -28,6 +28,48 @@ class StageTimes:
 
 
 @dataclass
+class SourceSummary:
+    """What one source gave: frames read, and the events a run over many hours must not hide."""
+
+    name: str
+    frames: int = 0  # frames read from the source (written ones are the run's ``frames``)
+    dropped: int = 0  # live frames replaced by a newer one before detection took them
+    corrupt: int = 0  # unreadable frames or images skipped
+    declared_frames: int | None = None  # a video file's frame count, as its container declares it
+    ended_early: bool = False  # a video file that ended before its declared frame count
+    reconnects: int | None = None  # streams: connections made again after the stream dropped
+    seconds_without_frames: float | None = None  # streams: time spent reconnecting
+    frames_lost: int | None = None  # streams: seconds without frames × the stream's frame rate (an estimate)
+    gave_up: bool = False  # a stream given up after --reconnect-timeout without a frame
+
+    def to_dict(self) -> dict:
+        record = {"name": self.name, "frames": self.frames, "dropped": self.dropped, "corrupt": self.corrupt}
+        if self.declared_frames is not None:
+            record.update(declared_frames=self.declared_frames, ended_early=self.ended_early)
+        if self.reconnects is not None:
+            record.update(reconnects=self.reconnects, seconds_without_frames=round(self.seconds_without_frames or 0.0, 2),
+                          frames_lost=self.frames_lost, gave_up=self.gave_up)
+        return record
+
+    def notable(self) -> bool:
+        """Worth a line of its own in the summary: a stream, or a file that ended early."""
+        return self.reconnects is not None or self.ended_early
+
+    def format(self, index: int) -> str:
+        line = f"source {index} ({self.name}): {self.frames} frames read"
+        if self.ended_early:
+            line += f" of {self.declared_frames} declared (the file ended early)"
+        if self.reconnects is not None:
+            plural = "" if self.reconnects == 1 else "s"
+            line += f", {self.reconnects} reconnect{plural}, {self.seconds_without_frames or 0.0:.1f} s without frames"
+            if self.frames_lost:
+                line += f" (about {self.frames_lost} frames lost)"
+            if self.gave_up:
+                line += ", given up"
+        return line + f", {self.dropped} dropped"
+
+
+@dataclass
 class Summary:
     frames: int = 0
     faces: int = 0
@@ -38,23 +80,28 @@ class Summary:
     batched_faces: int = 0
     latency_ms: dict[str, dict[str, float]] = field(default_factory=dict)
     description: str = ""
+    sources: list[SourceSummary] = field(default_factory=list)
+    stopped_by: str | None = None  # the signal that stopped the run early (SIGINT, SIGTERM, SIGHUP)
+    error: str | None = None  # the error that ended the run, if one did
 
     @property
     def fps(self) -> float:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
     def to_dict(self) -> dict:
-        return {"frames": self.frames, "faces": self.faces, "dropped": self.dropped, "corrupt": self.corrupt,
+        ended = {key: value for key, value in (("stopped_by", self.stopped_by), ("error", self.error)) if value}
+        return {**ended, "frames": self.frames, "faces": self.faces, "dropped": self.dropped, "corrupt": self.corrupt,
                 "seconds": round(self.seconds, 3), "fps": round(self.fps, 1), "batches": self.batches,
                 "mean_batch": round(self.batched_faces / self.batches, 2) if self.batches else 0.0,
                 "latency_ms": {k: {q: round(v, 2) for q, v in d.items()} for k, d in self.latency_ms.items()},
-                "description": self.description}
+                "description": self.description, "sources": [source.to_dict() for source in self.sources]}
 
     def format(self) -> str:
         mean_batch = self.batched_faces / self.batches if self.batches else 0.0
         lines = [f"{self.frames} frames, {self.faces} faces, {self.dropped} dropped, {self.corrupt} unreadable "
                  f"in {self.seconds:.1f} s: {self.fps:.1f} frames/s; {self.batches} inference calls "
-                 f"(mean batch {mean_batch:.1f} faces)"]
+                 f"(mean batch {mean_batch:.1f} faces)" + (f"; stopped by {self.stopped_by}" if self.stopped_by else "")]
+        lines += [source.format(i) for i, source in enumerate(self.sources) if source.notable()]
         if self.latency_ms:
             lines.append("latency ms  " + "  ".join(f"{stage} p50 {d['p50']:.1f} / p99 {d['p99']:.1f}"
                                                     for stage, d in self.latency_ms.items()))
