@@ -520,11 +520,15 @@ class Pipeline:
         return self.summary
 
     def _join_stages(self) -> None:
-        """Every stage, however long the run drains; after a hard stop, JOIN_GRACE seconds for all of them."""
+        """Every stage, however long the run drains; after a hard stop, JOIN_GRACE seconds for all of them.
+        Capture threads come last: once reading has stopped their frames are refused anyway, and one may
+        be blocked in a read of a stalled stream for as long as FFmpeg's timeout."""
+        captures = set(self._capture_threads.values())
         deadline = None
-        for thread in self._threads:
+        for thread in [t for t in self._threads if t not in captures] + [t for t in self._threads if t in captures]:
             while thread.is_alive():
-                if self._stopped.is_set():
+                self._enforce_stop_timeout()
+                if self._stopped.is_set() or (thread in captures and self._sources_stopped.is_set()):
                     deadline = deadline or time.perf_counter() + JOIN_GRACE
                     thread.join(max(0.0, deadline - time.perf_counter()))
                     break

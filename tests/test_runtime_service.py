@@ -24,6 +24,8 @@ import pytest
 
 from conftest import REPO
 from fer_engine.benchmarks.face_video import drawn_faces, make_face_video
+from fer_engine.runtime import DetectorConfig, Pipeline, PipelineConfig, RecognizerConfig
+from fer_engine.runtime.sources import FrameSource
 
 FFMPEG = shutil.which("ffmpeg")
 needs_ffmpeg = pytest.mark.skipif(FFMPEG is None, reason="ffmpeg is not installed (apt-get install ffmpeg)")
@@ -148,6 +150,48 @@ def test_a_second_ctrl_c_still_closes_the_outputs(long_video, tmp_path):
     assert run.wait(timeout=120) == 130, run.stderr
     assert "SIGINT: stopping at once" in run.stderr and "Traceback" not in run.stderr
     check_outputs_match(tmp_path)
+
+
+class HangingSource(FrameSource):
+    """A source whose fourth read does not return (a stream that stalls without closing); not live, so that
+    no frame before it is dropped."""
+
+    name = "hanging source"
+
+    def __init__(self):
+        self.index, self.released, self.closed = 0, threading.Event(), False
+
+    def read(self):
+        if self.index == 3:
+            self.released.wait(120)
+            return None
+        self.index += 1
+        return np.full((120, 160, 3), 100, np.uint8), self.index / 30, None
+
+    def close(self):
+        self.closed = True
+
+
+def test_a_stop_does_not_wait_for_a_read_that_hangs():
+    source = HangingSource()
+    config = PipelineConfig(recognizer=RecognizerConfig(detector=DetectorConfig("haar")), render=False,
+                            stop_timeout=1.0)
+    pipeline = Pipeline([source], config)
+    stopped = []
+
+    def stop_after_three(result):
+        if result.frame == 2:
+            stopped.append(time.monotonic())
+            pipeline.request_stop()
+
+    pipeline.on_result = stop_after_three
+    try:
+        summary = pipeline.run()
+        assert summary.frames == 3 and stopped
+        assert time.monotonic() - stopped[0] < 1.0 + 1.5 + SLACK / 3
+        assert not source.closed  # released under a read in progress, an OpenCV capture can crash
+    finally:
+        source.released.set()
 
 
 # ---- streams -------------------------------------------------------------------------------------------
