@@ -186,14 +186,20 @@ def write_stats(path: str, summary: Summary) -> None:
         raise FerError(f"cannot write {path} (--stats): {exc.strerror or exc}; the other outputs are complete") from None
 
 
+class StoppedBeforeStart(BaseException):
+    """A stop signal while the sources open and the model loads: nothing is open for writing yet."""
+
+
 class StopSignals:
     """SIGINT (Ctrl-C), SIGTERM (docker stop, systemd) and SIGHUP (the terminal or the service manager hung
     up) stop a run the same way: the first stops reading and lets the frames in flight be written (for at
-    most the pipeline's stop_timeout); a second stops at once. Both close every output."""
+    most the pipeline's stop_timeout); a second stops at once. Both close every output. Before the pipeline
+    exists (``pipeline`` None) a signal ends the setup at once: a container's PID 1 would otherwise ignore
+    SIGTERM while the model loads, and be killed after the grace period."""
 
     NAMES = ("SIGINT", "SIGTERM", "SIGHUP")  # SIGHUP does not exist on Windows
 
-    def __init__(self, pipeline: Pipeline):
+    def __init__(self, pipeline: Pipeline | None = None):
         self.pipeline = pipeline
         self.received: list[int] = []
         self._previous: dict[int, object] = {}
@@ -213,6 +219,10 @@ class StopSignals:
     def _handle(self, number: int, frame) -> None:
         self.received.append(number)
         name = signal.Signals(number).name
+        if self.pipeline is None:
+            if len(self.received) == 1:  # a second one, while the first unwinds, adds nothing
+                raise StoppedBeforeStart(name)
+            return
         if len(self.received) == 1:
             again = "Ctrl-C again" if number == signal.SIGINT else "a second signal"
             log.warning("%s: stopping: finishing the frames already read, for at most %g s (%s stops at once)",
@@ -279,11 +289,15 @@ def run(args) -> int:
     display = display and not args.no_render
     specs = source_specs(args)
     check_paths(args, len(specs))
-    try:
-        pipeline = Pipeline(specs, pipeline_config(args, display))
-    except FerError as exc:
-        raise in_flag_terms(exc) from None
-    with StopSignals(pipeline) as stops:
+    with StopSignals() as stops:
+        try:
+            stops.pipeline = Pipeline(specs, pipeline_config(args, display))
+        except FerError as exc:
+            raise in_flag_terms(exc) from None
+        except StoppedBeforeStart:
+            log.warning("%s: stopped before the run started; nothing was written", stops.first)
+            return stops.exit_code
+        pipeline = stops.pipeline
         try:
             pipeline.sinks = open_sinks(args, pipeline)
             window = Window(pipeline) if display else None
@@ -315,16 +329,13 @@ def run(args) -> int:
 
 def pipeline_config(args, display: bool) -> PipelineConfig:
     providers = tuple(p for p in args.providers.split(",") if p) if args.providers else None
-    try:
-        return PipelineConfig(
-            recognizer=RecognizerConfig(
-                model=args.model, providers=providers, threads=args.threads, align=args.align,
-                detector=DetectorConfig(args.detector, args.detector_model, args.detect_scale, args.min_face)),
-            detect_every=args.detect_every, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
-            smooth=args.smooth, render=not args.no_render and bool(args.output or display), realtime=args.realtime,
-            detector_threads=args.detector_threads, stop_timeout=args.stop_timeout)
-    except FerError as exc:
-        raise in_flag_terms(exc) from None
+    return PipelineConfig(
+        recognizer=RecognizerConfig(
+            model=args.model, providers=providers, threads=args.threads, align=args.align,
+            detector=DetectorConfig(args.detector, args.detector_model, args.detect_scale, args.min_face)),
+        detect_every=args.detect_every, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
+        smooth=args.smooth, render=not args.no_render and bool(args.output or display), realtime=args.realtime,
+        detector_threads=args.detector_threads, stop_timeout=args.stop_timeout)
 
 
 if __name__ == "__main__":

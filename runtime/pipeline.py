@@ -592,7 +592,7 @@ class Pipeline:
 
     def _enforce_stop_timeout(self) -> None:
         if self._stop_deadline is not None and time.perf_counter() > self._stop_deadline and not self._stopped.is_set():
-            log.warning("the frames in flight were not done %.0f s after the stop: dropping them",
+            log.warning("the frames in flight were not done %g s after the stop: dropping them",
                         self.config.stop_timeout)
             self.abort()
 

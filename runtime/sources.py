@@ -196,12 +196,15 @@ class StreamSource(CaptureSource):
         super().__init__(url, f"stream {url}", live=True)
 
     def _capture(self) -> cv2.VideoCapture:
+        if not cv2.videoio_registry.hasBackend(cv2.CAP_FFMPEG):
+            return super()._capture()
         # FFmpeg waits 30 s by default on a stream that stalls without closing; a stall should not outlast
-        # the reconnect timeout by much.
+        # the reconnect timeout by much. FFmpeg is named: a backend that does not know these settings
+        # would refuse to open the stream at all.
         wait_ms = int(1000 * min(30.0, max(1.0, self.reconnect_timeout or 30.0)))
         params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, wait_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, wait_ms]
         with quiet_opencv():
-            return cv2.VideoCapture(self.target, self.api, params)
+            return cv2.VideoCapture(self.target, cv2.CAP_FFMPEG, params)
 
     def interrupt(self) -> None:
         self._interrupted.set()

@@ -139,6 +139,27 @@ def test_a_stop_signal_closes_every_output_valid(long_video, tmp_path, signals, 
     assert len(records) < 300 and stats["stopped_by"] == name
 
 
+def test_a_stop_while_the_model_loads_ends_at_once(monkeypatch, tmp_path, long_video, caplog):
+    """Before the pipeline exists nothing is open for writing: the setup is cut short (a container's PID 1
+    would otherwise ignore SIGTERM until the model has loaded)."""
+    import os
+
+    import fer_engine.runtime.cli_run as cli_run
+
+    def loading(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(30)
+        raise AssertionError("the signal did not end the setup")
+
+    monkeypatch.setattr(cli_run, "Pipeline", loading)
+    handler = signal.getsignal(signal.SIGTERM)
+    started = time.monotonic()
+    assert cli_run.main(["--video", str(long_video), "--json", str(tmp_path / "out.jsonl"), "--no-display"]) == 143
+    assert time.monotonic() - started < 10
+    assert "SIGTERM: stopped before the run started; nothing was written" in caplog.text
+    assert not (tmp_path / "out.jsonl").exists() and signal.getsignal(signal.SIGTERM) is handler
+
+
 def test_a_second_ctrl_c_still_closes_the_outputs(long_video, tmp_path):
     run = FerRun(["--video", str(long_video), "--detector", "haar", "--stop-timeout", "60",
                   "--output", str(tmp_path / "out.mp4"), "--json", str(tmp_path / "out.jsonl"),
