@@ -39,7 +39,7 @@ def optimized_ops(path: Path, threads: int) -> dict[str, int]:
     return dict(collections.Counter(n.op_type for n in graph.node).most_common())
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True, help="the fer-train checkpoint the files were exported from")
     p.add_argument("--onnx", nargs="+", required=True, help="exported .onnx files")
@@ -47,7 +47,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=positive_int, default=2)
     p.add_argument("--seconds", type=positive_float, default=5.0, help="minimum measuring time per row")
     p.add_argument("--json", metavar="OUT", help="write the results here")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     return run_cli(lambda: run(args), PROG)
 
 

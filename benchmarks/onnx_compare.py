@@ -40,7 +40,7 @@ def run(args) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("files", nargs="+", help=".onnx files with fer metadata")
     p.add_argument("--data", required=True, help="FER2013 csv(.gz)")
@@ -48,7 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-sizes", type=comma_separated(positive_int), default="1,8,32,64")
     p.add_argument("--threads", type=positive_int, default=2)
     p.add_argument("--seconds", type=positive_float, default=3.0, help="minimum measuring time per batch size")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     return run_cli(lambda: run(args), PROG)
 
 

@@ -211,7 +211,7 @@ def bench(data: str | None, video: str | None, model: str | None, threads: int |
     return results
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", help="FER2013 csv(.gz): paste PublicTest faces (default: drawn faces)")
     parser.add_argument("--skip-bad-rows", action="store_true", help="skip malformed rows or images of --data")
@@ -223,7 +223,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="rotate pasted faces by up to ± this many degrees (default: 0)")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--json", metavar="OUT", help="write the rows as JSON")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     return run_cli(lambda: _main(args), PROG)
 
 
