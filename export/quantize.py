@@ -62,6 +62,17 @@ def pick_calibration_faces(data, size: int, seed: int = 0) -> np.ndarray:
     return images[np.sort(pick)]
 
 
+# Faces per calibration batch, in input pixels: onnxruntime keeps every intermediate tensor of a batch while it
+# calibrates it, which for ConvNeXt-V2 at 384×384 is several hundred MB per face.
+CALIBRATION_BATCH_PIXELS = 4 * 224 * 224
+
+
+def calibration_batch(spec) -> int:
+    """32 faces at 48×48, 4 at 224×224, 1 at 384×384."""
+    height, width = spec.image_size
+    return max(1, min(32, CALIBRATION_BATCH_PIXELS // (height * width)))
+
+
 class _FaceReader:
     """onnxruntime's CalibrationDataReader protocol over preprocessed faces, with the ``set_range`` that
     its strided calibration (``CalibStridedMinMax``) uses to calibrate a few batches at a time."""
@@ -105,7 +116,7 @@ def quantize_static_qdq(fp32_path: Path, out: Path, spec, faces: np.ndarray, met
         # shape inference is enough for quantization.
         quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=spec.model == "convnextv2")
         raw = Path(tmp) / "int8.onnx"
-        batch = 32 if max(spec.image_size) <= 64 else 4  # activations of 224/384 inputs are large
+        batch = calibration_batch(spec)
         quantize_static(str(prepared), str(raw), _FaceReader(faces, spec, batch), quant_format=QuantFormat.QDQ,
                         per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         calibrate_method=calibrate, reduce_range=True,
