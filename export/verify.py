@@ -4,7 +4,7 @@ A trained model is judged by its decisions: top-1 agreement with PyTorch (fp32 a
 the accuracy drop on the labelled faces): fp32 ≤ 1e-3 and ≥ 99.9 %, fp16 ≥ 99.5 %, int8 ≥ 98 % and a drop
 ≤ 0.5 point. An untrained model's logits are nearly uniform, so its top-1 choice flips on noise and its
 accuracy is chance: it is judged by its outputs instead, max |Δlogit| for fp32 and the correlation of the
-logits with PyTorch's for every precision.
+logits with PyTorch's for every precision (fp32 ≥ 0.9999, fp16 ≥ 0.999, int8 ≥ 0.98).
 """
 
 from __future__ import annotations
@@ -19,9 +19,11 @@ from fer_engine.runtime.onnx_model import OnnxClassifier
 THRESHOLDS = {"fp32": {"max_abs_diff": 1e-3, "agreement": 0.999},
               "fp16": {"agreement": 0.995},
               "int8": {"agreement": 0.98, "accuracy_drop": 0.005}}
+# Measured on untrained full-size models (256 faces): int8 ConvNeXt-T (static) 0.9961, ViT-B/16 (dynamic) 0.9956,
+# while their top-1 agreement was 96.1 % and 97.7 %; the tiny test models score 0.993 to 0.999.
 UNTRAINED_THRESHOLDS = {"fp32": {"max_abs_diff": 1e-3, "correlation": 0.9999},
                         "fp16": {"correlation": 0.999},
-                        "int8": {"correlation": 0.95}}
+                        "int8": {"correlation": 0.98}}
 
 
 @dataclass(frozen=True)
