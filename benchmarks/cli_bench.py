@@ -26,7 +26,7 @@ from typing import Iterator
 
 import numpy as np
 
-from fer_engine.cli import comma_separated, one_of, positive_float, positive_int, run_cli
+from fer_engine.cli import comma_separated, excerpt, one_of, positive_float, positive_int, run_cli
 from fer_engine.errors import FerError
 
 from .bench_backends import Case, accuracy_batch, all_backends, cpu_batch_limit
@@ -176,6 +176,11 @@ def free_memory() -> None:
         pass
 
 
+def failure(exc: Exception) -> str:
+    """A ❌ row's reason: the exception's first line, cut short (onnxruntime's can run to kilobytes)."""
+    return excerpt(f"{type(exc).__name__}: {exc}".splitlines()[0], 200)
+
+
 def bench_case(case: Case, backends: list, batches: list[int], args, splits: dict, log) -> Iterator[Row]:
     """The case's rows, each yielded when measured (a run stopped by a signal keeps the rows done)."""
     from fer_engine.train.metrics import Report
@@ -196,7 +201,7 @@ def bench_case(case: Case, backends: list, batches: list[int], args, splits: dic
         try:
             runner = backend.load(case, args.threads or os.cpu_count())
         except Exception as exc:  # noqa: BLE001 - a backend that fails is a row, and the run goes on
-            row = Row(**base, batch=0, status="❌", reason=f"{type(exc).__name__}: {exc}".splitlines()[0])
+            row = Row(**base, batch=0, status="❌", reason=failure(exc))
             log(f"{case.name} {backend.name}: ❌ {row.reason}")
             yield row
             continue
@@ -220,7 +225,7 @@ def bench_case(case: Case, backends: list, batches: list[int], args, splits: dic
             try:
                 timing = measure(lambda: runner.logits(x), batch, warmup=2, min_runs=3, min_seconds=args.duration)
             except Exception as exc:  # noqa: BLE001
-                yield Row(**base, batch=batch, status="❌", reason=f"{type(exc).__name__}: {exc}".splitlines()[0])
+                yield Row(**base, batch=batch, status="❌", reason=failure(exc))
                 continue
             log(f"{case.name} {backend.name} batch {batch}: {timing.faces_per_s:,.0f} faces/s, p50 {timing.p50_ms:.2f} ms")
             yield Row(**base, batch=batch, p50_ms=timing.p50_ms, p90_ms=timing.p90_ms, p99_ms=timing.p99_ms,
