@@ -128,3 +128,26 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     return f"{type(exc).__name__}: {exc}".splitlines()[0]
+
+
+def write_folder_atomically(folder: PathLike, fill: Callable[[Path], None]) -> Path:
+    """``fill(tmp_folder)`` beside ``folder``, then swap it in: a save that is interrupted never leaves a
+    half-written folder that looks valid (checkpoints, training states)."""
+    import shutil
+
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp, old = folder.with_name(folder.name + ".partial"), folder.with_name(folder.name + ".old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        fill(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+    if folder.exists():
+        folder.rename(old)
+    tmp.rename(folder)
+    shutil.rmtree(old, ignore_errors=True)
+    return folder

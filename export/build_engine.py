@@ -21,7 +21,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from fer_engine.cli import naming, non_negative_int, positive_int, run_cli
+from fer_engine.cli import non_negative_int, positive_int, run_cli
 from fer_engine.errors import FerError
 
 PROG = "python -m fer_engine.export.build_engine"
@@ -61,19 +61,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def _source(name_or_path: str):
     """The ONNX file and its ``fer`` spec; only fp32 files, as fer-export --tensorrt uses."""
     from fer_engine.runtime.backends import resolve_model
-    from fer_engine.runtime.onnx_model import read_spec
+    from fer_engine.modelfile import open_onnx
 
     path = resolve_model(name_or_path)
     if path.suffix.lower() != ".onnx":
         raise FerError(f"{path} is not an ONNX file: pass the .onnx file exported by fer-export")
-    import onnxruntime as ort
-
-    try:
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises its own exception types for a bad file
-        raise FerError(f"onnxruntime cannot load {path}: {str(exc).strip().splitlines()[0]}") from exc
-    with naming(path):
-        spec = read_spec(session)
+    _, spec = open_onnx(path)
     if spec.precision != "fp32":
         raise FerError(f"{path.name} is an {spec.precision} model: build engines from the fp32 ONNX file (the shipped "
                        "one is 'cnn'); TensorRT makes the fp16 or int8 engine itself")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import onnx
 
-from .onnx_export import save_model, write_metadata
+from .onnx_export import save_model
 
 
 def convert_fp16(fp32_path: Path, out: Path, spec) -> Path:
@@ -15,6 +15,5 @@ def convert_fp16(fp32_path: Path, out: Path, spec) -> Path:
 
     model = onnx.load(str(fp32_path))
     half = convert_float_to_float16(model, keep_io_types=True)
-    write_metadata(half, dataclasses.replace(spec, precision="fp16"))
-    save_model(half, out)
+    save_model(half, dataclasses.replace(spec, precision="fp16"), out)
     return out

@@ -4,7 +4,6 @@ output ``logits`` [N, 7]."""
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -12,28 +11,17 @@ from pathlib import Path
 import onnx
 
 from fer_engine.errors import FerError
-from fer_engine.runtime.onnx_model import METADATA_KEY
+from fer_engine.modelfile import set_onnx_spec
+from fer_engine.outputs import write_atomically
 from fer_engine.spec import ModelSpec
 
 MIN_OPSET, MAX_OPSET = 13, 21
 
 
-def write_metadata(model: onnx.ModelProto, spec: ModelSpec) -> None:
-    for prop in list(model.metadata_props):
-        if prop.key == METADATA_KEY:
-            model.metadata_props.remove(prop)
-    model.metadata_props.add(key=METADATA_KEY, value=json.dumps(spec.to_metadata()))
-
-
-def save_model(model: onnx.ModelProto, path: Path) -> None:
-    """Write beside the target, then rename: an interrupted export leaves no valid-looking file."""
-    tmp = path.with_name(path.name + ".partial")
-    try:
-        onnx.save(model, str(tmp))
-        tmp.replace(path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+def save_model(model: onnx.ModelProto, spec: ModelSpec, path: Path) -> None:
+    """Store ``spec`` in the model and write it whole or not at all (no valid-looking half file)."""
+    set_onnx_spec(model, spec)
+    write_atomically(path, lambda tmp: onnx.save(model, str(tmp)))
 
 
 def export_fp32(built, out: Path, opset: int) -> Path:
@@ -56,8 +44,7 @@ def export_fp32(built, out: Path, opset: int) -> Path:
         model = onnx.load(str(raw))
     _check_io(model)
     _inline_constant_identities(model)
-    write_metadata(model, spec)
-    save_model(model, out)
+    save_model(model, spec, out)
     return out
 
 

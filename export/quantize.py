@@ -23,7 +23,7 @@ import onnx
 from fer_engine.errors import FerError
 from fer_engine.runtime.preprocess import faces_to_pixel_values
 
-from .onnx_export import save_model, write_metadata
+from .onnx_export import save_model
 
 AUTO_MODE = {"cnn": "static", "vit": "dynamic", "convnext": "static", "convnextv2": "static"}
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
@@ -142,8 +142,7 @@ def quantize_dynamic_optimum(fp32_path: Path, out: Path, spec) -> Path:
 
 def _finish(raw: Path, out: Path, spec, mode: str) -> Path:
     model = onnx.load(str(raw))
-    write_metadata(model, dataclasses.replace(spec, precision="int8", extra={**spec.extra, "int8_mode": mode}))
-    save_model(model, out)
+    save_model(model, dataclasses.replace(spec, precision="int8", extra={**spec.extra, "int8_mode": mode}), out)
     return out
 
 

@@ -10,14 +10,16 @@ and TensorRT version that built them, so the file is named by its build paramete
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from fer_engine.errors import FerError
+from fer_engine.modelfile import engine_build_facts, write_engine_sidecar
+from fer_engine.outputs import write_atomically
 from fer_engine.runtime.cuda import DeviceBuffer, gpu_compute_capability, gpu_device_name, import_tensorrt
 from fer_engine.runtime.preprocess import faces_to_pixel_values
 
@@ -57,13 +59,7 @@ def build_key(request: EngineRequest, spec, sm: str, tensorrt_version: str, devi
 
 
 def engine_is_current(engine_path: Path, key: dict) -> bool:
-    meta_path = engine_path.with_name(engine_path.name + ".json")
-    if not (engine_path.is_file() and meta_path.is_file()):
-        return False
-    try:
-        return json.loads(meta_path.read_text()).get("build", {}).get("key") == key
-    except (OSError, ValueError):
-        return False
+    return engine_path.is_file() and engine_build_facts(engine_path).get("key") == key
 
 
 def trtexec_command(request: EngineRequest, spec, engine_path: Path, calibration_cache: Path | None = None) -> str:
@@ -115,7 +111,6 @@ def build_engine(request: EngineRequest, spec, calibration: np.ndarray | None = 
     sm = gpu_compute_capability()
     request.out_dir.mkdir(parents=True, exist_ok=True)
     engine_path = request.out_dir / request.engine_name(spec, sm)
-    meta_path = engine_path.with_name(engine_path.name + ".json")
     key = build_key(request, spec, sm, trt.__version__, gpu_device_name(), calibration)
     if engine_is_current(engine_path, key):
         log(f"engine up to date: {engine_path}")
@@ -159,10 +154,7 @@ def build_engine(request: EngineRequest, spec, calibration: np.ndarray | None = 
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise FerError("TensorRT failed to build the engine (see its log above)")
-    tmp = engine_path.with_name(engine_path.name + ".partial")
-    tmp.write_bytes(bytes(serialized))
-    tmp.replace(engine_path)
-    meta = {**spec.to_metadata(), "precision": request.precision}
-    meta["build"] = {"onnx": str(request.onnx_path), "max_batch": request.max_batch, "key": key}
-    meta_path.write_text(json.dumps(meta, indent=2))
+    write_atomically(engine_path, lambda tmp: tmp.write_bytes(bytes(serialized)))
+    write_engine_sidecar(engine_path, dataclasses.replace(spec, precision=request.precision),
+                         {"onnx": str(request.onnx_path), "max_batch": request.max_batch, "key": key})
     return engine_path

@@ -13,9 +13,8 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fer_engine.cli import naming
 from fer_engine.errors import FerError
-from fer_engine.runtime.triton_model import FER_PARAMETER  # the client reads what this writes
+from fer_engine.modelfile import METADATA_KEY, open_onnx, read_engine_sidecar  # the client reads what this writes
 
 DEFAULT_MAX_BATCH = 32
 KINDS = {"gpu": "KIND_GPU", "cpu": "KIND_CPU"}
@@ -101,24 +100,16 @@ def triton_name(path: Path) -> str:
 def _serving(options: TritonOptions, spec) -> dict:
     """The ModelConfig fields that come from the options and the spec, whatever the platform."""
     return dict(kind=KINDS[options.kind], instances=options.instances, max_queue_delay_us=options.max_queue_delay_us,
-                preferred_batch_sizes=options.preferred_batch_sizes, parameters={FER_PARAMETER: spec.to_json()})
+                preferred_batch_sizes=options.preferred_batch_sizes, parameters={METADATA_KEY: spec.to_json()})
 
 
 def _onnx_config(path: Path, name: str, options: TritonOptions) -> ModelConfig:
     import onnxruntime as ort
 
-    from fer_engine.runtime.onnx_model import read_spec
-
     session_options = ort.SessionOptions()
     session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # only the I/O is read
     session_options.intra_op_num_threads = 1
-    try:
-        session = ort.InferenceSession(str(path), session_options, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises its own exception types for a bad file
-        raise FerError(f"onnxruntime cannot read {path} (is it an ONNX model from fer-export?): "
-                       f"{str(exc).strip().splitlines()[0]}") from exc
-    with naming(path):
-        spec = read_spec(session)
+    session, spec = open_onnx(path, session_options)
 
     def tensor(arg) -> TensorConfig:
         if arg.type not in ORT_TYPES:
@@ -136,9 +127,8 @@ def _onnx_config(path: Path, name: str, options: TritonOptions) -> ModelConfig:
 
 
 def _engine_config(path: Path, name: str, options: TritonOptions) -> ModelConfig:
-    from fer_engine.runtime.tensorrt_model import read_engine_spec
 
-    spec, build = read_engine_spec(path)
+    spec, build = read_engine_sidecar(path)
     if options.kind != "gpu":
         raise FerError(f"{path} is a TensorRT engine: Triton runs it on a GPU only (use kind gpu)")
     engine_max = int(build.get("max_batch", DEFAULT_MAX_BATCH))

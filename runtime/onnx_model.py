@@ -5,7 +5,6 @@ torch-free (numpy, OpenCV, onnxruntime): what the runtime and ``fer-eval`` use f
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
@@ -13,24 +12,12 @@ from pathlib import Path
 import numpy as np
 
 from fer_engine.errors import FerError
-from fer_engine.spec import ModelSpec
+from fer_engine.modelfile import onnx_session_spec
 
 from .preprocess import probs_of
 from .providers import choose_providers, onnxruntime_conflict, preload_nvidia_wheels, short_name, start_failures
 
-METADATA_KEY = "fer"
-
 log = logging.getLogger("fer_engine.runtime")
-
-
-def read_spec(session) -> ModelSpec:
-    meta = session.get_modelmeta().custom_metadata_map
-    if METADATA_KEY not in meta:
-        raise FerError("this ONNX file has no 'fer' metadata: export it with fer-export")
-    try:
-        return ModelSpec.from_metadata(json.loads(meta[METADATA_KEY]))
-    except json.JSONDecodeError as exc:
-        raise FerError(f"the ONNX file's 'fer' metadata is not JSON: {exc}") from exc
 
 
 class OnnxClassifier:
@@ -54,7 +41,7 @@ class OnnxClassifier:
         except Exception as exc:  # onnxruntime raises its own exception types for a bad file
             raise FerError(f"onnxruntime cannot load {self.path} (is it an ONNX model from fer-export?): "
                            f"{str(exc).strip().splitlines()[0]}") from exc
-        self.spec = read_spec(self.session)
+        self.spec = onnx_session_spec(self.session, str(self.path))
         self.input_name = self.session.get_inputs()[0].name
         self.providers = self.session.get_providers()
         missing = [p for p in requested if p not in self.providers]

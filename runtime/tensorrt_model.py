@@ -6,29 +6,16 @@ Uses the name-based tensor API of TensorRT 8.5+ and 10.x (``set_input_shape``, `
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import numpy as np
 
 from fer_engine.errors import FerError
-from fer_engine.spec import ModelSpec
+from fer_engine.modelfile import read_engine_sidecar
 
 from .cuda import DeviceBuffer, import_tensorrt
 from .preprocess import probs_of
-
-
-def read_engine_spec(path: Path) -> tuple[ModelSpec, dict]:
-    meta_path = path.with_name(path.name + ".json")
-    if not meta_path.is_file():
-        raise FerError(f"{path} has no metadata file beside it ({meta_path.name}): build engines with fer-export --tensorrt")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise FerError(f"{meta_path} is not valid JSON: {exc}") from exc
-    build = meta.pop("build", {})
-    return ModelSpec.from_metadata(meta), build
 
 
 class TensorRTClassifier:
@@ -36,7 +23,7 @@ class TensorRTClassifier:
         self.path = Path(path)
         if not self.path.is_file():
             raise FerError(f"model file not found: {self.path}")
-        self.spec, self.build = read_engine_spec(self.path)
+        self.spec, self.build = read_engine_sidecar(self.path)
         trt = import_tensorrt()
         self._trt = trt
         logger = trt.Logger(trt.Logger.WARNING)

@@ -10,7 +10,6 @@ parameter ``fer`` of the model's configuration, which ``fer-export --triton`` wr
 from __future__ import annotations
 
 import importlib
-import json
 import threading
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -18,11 +17,11 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from fer_engine.errors import FerError
+from fer_engine.modelfile import METADATA_KEY, spec_from_json
 from fer_engine.spec import ModelSpec, did_you_mean
 
 from .preprocess import probs_of
 
-FER_PARAMETER = "fer"
 # scheme → (protocol, default port)
 SCHEMES = {"triton": ("grpc", 8001), "triton+grpc": ("grpc", 8001), "triton+http": ("http", 8000)}
 CONNECT_TIMEOUT_S = 10.0
@@ -141,16 +140,12 @@ class TritonClassifier:
         return sorted({m["name"] for m in models if m.get("state", "READY") == "READY"})
 
     def _read_spec(self, config: dict) -> ModelSpec:
-        value = config.get("parameters", {}).get(FER_PARAMETER, {}).get("string_value")
+        value = config.get("parameters", {}).get(METADATA_KEY, {}).get("string_value")
+        where = f"model '{self.ref.model}' on the Triton server at {self.ref.address}"
         if not value:
-            raise FerError(f"model '{self.ref.model}' on the Triton server at {self.ref.address} has no 'fer' parameter "
-                           "in its config.pbtxt, so its labels and preprocessing are unknown: write its repository "
-                           "with fer-export --triton")
-        try:
-            return ModelSpec.from_metadata(json.loads(value))
-        except json.JSONDecodeError as exc:
-            raise FerError(f"the 'fer' parameter of model '{self.ref.model}' on {self.ref.address} is not JSON: "
-                           f"{exc}") from exc
+            raise FerError(f"{where} has no '{METADATA_KEY}' parameter in its config.pbtxt, so its labels and "
+                           "preprocessing are unknown: write its repository with fer-export --triton")
+        return spec_from_json(value, where)
 
     def predict_logits(self, pixel_values: np.ndarray) -> np.ndarray:
         step = self.max_batch or len(pixel_values) or 1

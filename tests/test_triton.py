@@ -124,7 +124,7 @@ def test_a_tensorrt_engine_becomes_a_plan_with_its_batch_limit(tmp_path):
 @pytest.mark.parametrize("name, content, message", [
     ("missing.onnx", None, "not found"),
     ("model.pt", b"x", "cannot serve"),
-    ("bad.onnx", b"not onnx", "onnxruntime cannot read"),
+    ("bad.onnx", b"not onnx", "onnxruntime cannot load"),
 ])
 def test_bad_model_files_get_one_clear_line(tmp_path, name, content, message):
     if content is not None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -17,6 +16,7 @@ from typing import Callable
 from torch import nn
 
 from fer_engine.errors import FerError
+from fer_engine.outputs import write_folder_atomically
 from fer_engine.spec import ModelSpec
 
 from .models import BuiltModel, get_family
@@ -41,26 +41,17 @@ class Checkpoint:
 def save_checkpoint(folder: str | Path, built: BuiltModel, metrics: dict | None = None,
                     write_extra: Callable[[Path], None] | None = None) -> Path:
     """Write ``folder`` whole or not at all; ``write_extra(tmp_folder)`` adds files of the caller's."""
-    folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = folder.with_name(folder.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    config = {"fer": built.spec.to_metadata(), "arch": built.arch}
-    get_family(built.spec.model).save_weights(built, tmp, config)
-    if metrics is not None:
-        (tmp / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
-    if write_extra is not None:
-        write_extra(tmp)
-    for written in tmp.iterdir():
-        os.chmod(written, 0o644)  # safetensors writes 0600; a checkpoint is meant to be shared like the rest
-    old = folder.with_name(folder.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if folder.exists():
-        folder.rename(old)
-    tmp.rename(folder)
-    shutil.rmtree(old, ignore_errors=True)
-    return folder
+    def fill(tmp: Path) -> None:
+        config = {"fer": built.spec.to_metadata(), "arch": built.arch}
+        get_family(built.spec.model).save_weights(built, tmp, config)
+        if metrics is not None:
+            (tmp / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
+        if write_extra is not None:
+            write_extra(tmp)
+        for written in tmp.iterdir():
+            os.chmod(written, 0o644)  # safetensors writes 0600; a checkpoint is meant to be shared like the rest
+
+    return write_folder_atomically(folder, fill)
 
 
 def read_checkpoint_config(folder: str | Path) -> tuple[ModelSpec, dict]:

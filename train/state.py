@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from fer_engine.errors import FerError
+from fer_engine.outputs import write_folder_atomically
 
 TENSORS_FILE = "training_state.safetensors"
 JSON_FILE = "training_state.json"
@@ -119,21 +120,17 @@ def compact_state(source: Path, target: Path) -> Path:
     from safetensors.torch import load_file, save_file
 
     state = read_state(source)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    half = {k: (v.half() if v.is_floating_point() else v) for k, v in load_file(str(source / "model.safetensors")).items()}
-    save_file(half, str(tmp / "model.safetensors"))
-    for name in ("config.json", "metrics.json", "training_curve.png"):
-        if (source / name).is_file():
-            shutil.copy2(source / name, tmp / name)
     state.optimizer = {"state": {}, "param_groups": state.optimizer["param_groups"]}
     if state.ema is not None:
         state.ema = {k: (v.half() if v.is_floating_point() else v) for k, v in state.ema.items()}
     state.compact = True
-    write_state(tmp, state)
-    if target.exists():
-        shutil.rmtree(target)
-    tmp.rename(target)
-    return target
+
+    def fill(tmp: Path) -> None:
+        weights = load_file(str(source / "model.safetensors"))
+        save_file({k: (v.half() if v.is_floating_point() else v) for k, v in weights.items()}, str(tmp / "model.safetensors"))
+        for name in ("config.json", "metrics.json", "training_curve.png"):
+            if (source / name).is_file():
+                shutil.copy2(source / name, tmp / name)
+        write_state(tmp, state)
+
+    return write_folder_atomically(target, fill)

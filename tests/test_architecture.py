@@ -1,0 +1,30 @@
+"""The contracts of docs/architecture.md are written once: these checks keep it so."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SOURCES = [p for folder in ("core", "runtime", "train", "export", "benchmarks") for p in (REPO / folder).rglob("*.py")]
+
+
+def occurrences(pattern: str) -> list[str]:
+    regex = re.compile(pattern)
+    return [f"{p.relative_to(REPO)}:{i}" for p in SOURCES for i, line in enumerate(p.read_text().splitlines(), 1)
+            if regex.search(line)]
+
+
+@pytest.mark.parametrize("what, pattern, home", [
+    ("the fer metadata key", r"""^\s*[A-Z_]+\s*=\s*["']fer["']""", "core/modelfile.py"),
+    ("the engine sidecar's name", r"""\.name\s*\+\s*["']\.json["']|ENGINE_SIDECAR_SUFFIX\s*=""", "core/modelfile.py"),
+    ("the write-then-rename helpers", r"""["']\.partial|\.partial-""", "core/outputs.py"),
+])
+def test_defined_once(what, pattern, home):
+    found = occurrences(pattern)
+    assert found and all(f.startswith(home + ":") for f in found), f"{what} outside {home}: {found}"
+
+
+def test_no_source_cites_a_file_outside_the_repository():
+    assert not occurrences(r"DESIGN\.md")
+    assert (REPO / "docs" / "architecture.md").is_file()
