@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from fer_engine.cli import int_between, naming, non_negative_int, positive_int, run_cli
+from fer_engine.cli import int_between, non_negative_int, positive_int, run_cli
 
 from .onnx_export import MAX_OPSET, MIN_OPSET
 from .triton_repo import DEFAULT_MAX_BATCH  # one default for TensorRT profiles and Triton's max_batch_size
@@ -30,7 +30,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="cnn, vit, convnext or convnextv2 (required unless --from-file)")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--checkpoint", metavar="DIR", help="a fer-train checkpoint folder (cnn default: checkpoints/cnn)")
-    src.add_argument("--pretrained", metavar="ID_OR_DIR", help="a Hugging Face hub id or local folder (HF models)")
+    src.add_argument("--pretrained", metavar="ID_OR_DIR",
+                     help="a Hugging Face hub id or local folder (HF models; default for vit/convnext/convnextv2: the "
+                          "published FER2013 fine-tune of the project fer-engine replaces, see fer-train --list-models)")
+    p.add_argument("--new-head", action="store_true",
+                   help="with --pretrained: replace an emotion model's head by a new, untrained one (by default it is "
+                        "kept and its labels mapped onto ours)")
     src.add_argument("--from-config", nargs="?", const="full", metavar="full|tiny|JSON",
                      help="an untrained model built from its config (speed work and tests)")
     src.add_argument("--from-file", action="append", metavar="PATH",
@@ -162,34 +167,23 @@ def _load_source(args) -> tuple[object, Weights]:
     """The model (a ``BuiltModel``) and whether its weights were trained on FER2013."""
     from fer_engine.errors import FerError
     from fer_engine.train.checkpoint import load_checkpoint
-    from fer_engine.train.models import BuiltModel, create_model
+    from fer_engine.train.models import BuiltModel, create_model, get_family
 
     if args.from_config:
         built = create_model(args.model, from_config=args.from_config)
         return built, Weights(False, f"--from-config {args.from_config}")
-    if args.pretrained:
-        built = create_model(args.model, pretrained=args.pretrained)
-        if args.model == "cnn" or _has_emotion_head(args.pretrained):  # cnn's --pretrained is a fer-train checkpoint
-            return built, Weights(True, f"--pretrained {args.pretrained}")
-        return built, Weights(False, f"--pretrained {args.pretrained} with a new, untrained 7-emotion head")
+    finetuned = get_family(args.model).finetuned_id
+    pretrained = args.pretrained or (finetuned if not args.checkpoint else None)
+    if pretrained:
+        built = create_model(args.model, pretrained=pretrained, new_head=args.new_head)
+        if args.model == "cnn" or built.arch.get("head_imported"):  # cnn's --pretrained is a fer-train checkpoint
+            return built, Weights(True, f"--pretrained {pretrained}")
+        return built, Weights(False, f"--pretrained {pretrained} with a new, untrained 7-emotion head")
     checkpoint = args.checkpoint or DEFAULT_CHECKPOINTS.get(args.model)
     if checkpoint is None:
         raise FerError("say what to export: --checkpoint DIR (from fer-train), --pretrained ID_OR_DIR or --from-config")
     ckpt = load_checkpoint(checkpoint, expect_model=args.model)
     return BuiltModel(ckpt.module, ckpt.spec, ckpt.arch), Weights(True, f"checkpoint {checkpoint}")
-
-
-def _has_emotion_head(pretrained: str) -> bool:
-    """A local Hugging Face folder whose head already classifies FER2013's emotions (a fer-train checkpoint,
-    or another FER model); a hub id or an ImageNet folder gets a new head."""
-    from fer_engine.spec import LABELS
-
-    config_file = Path(pretrained).expanduser() / "config.json"
-    if not config_file.is_file():
-        return False
-    config = json.loads(config_file.read_text())
-    labels = {str(name).lower() for name in (config.get("id2label") or {}).values()}
-    return "fer" in config or labels == set(LABELS)
 
 
 def _check_tensorrt(args, built, out: Path) -> None:

@@ -146,3 +146,46 @@ def test_offline_hub_id_says_how_to_download(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(FerError, match="huggingface-cli download Aaryan333/vit-base-finetuned-fer2013"):
         create_model("vit", pretrained="Aaryan333/vit-base-finetuned-fer2013")
+
+
+def test_fer_export_vit_int8_without_flags_uses_the_published_fine_tune(tmp_path, capsys):
+    """Offline (as in CI) the command the seed's users are told to run says in one line how to get the model."""
+    from fer_engine.export import cli_export
+
+    assert cli_export.main(["--model", "vit", "--int8", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert "Aaryan333/vit-base-finetuned-fer2013" in err and "huggingface-cli download" in err and "--pretrained" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_fer_export_of_an_imported_emotion_model_is_trained_and_canonical(tmp_path, capsys):
+    from fer_engine.export import cli_export
+    from fer_engine.runtime.onnx_model import OnnxClassifier
+
+    save_tiny_vit(tmp_path / "hub-model", FOREIGN)
+    out = tmp_path / "out"
+    assert cli_export.main(["--model", "vit", "--pretrained", str(tmp_path / "hub-model"), "--out", str(out),
+                            "--no-verify"]) == 0
+    report = json.loads((out / "export_report.json").read_text())
+    assert "untrained" not in json.dumps(report).lower()
+    onnx_file = next(out.glob("*.onnx"))
+    assert OnnxClassifier(onnx_file).spec.labels == LABELS
+
+
+def test_fer_eval_evaluates_a_hub_emotion_model_by_name(tmp_path, capsys):
+    from conftest import write_csv
+
+    from fer_engine.train import cli_eval
+
+    save_tiny_vit(tmp_path / "hub-model", FOREIGN)
+    csv = write_csv(tmp_path / "fer.csv", n=35)
+    assert cli_eval.main(["--model", "vit", "--pretrained", str(tmp_path / "hub-model"), "--data", str(csv),
+                          "--split", "PublicTest", "--json", str(tmp_path / "r.json")]) == 0
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["count"] == 7 and set(report["per_class"]) == set(LABELS)
+    capsys.readouterr()
+    assert cli_eval.main(["--model", "vit", "--data", str(csv)]) == 2  # offline: the fine-tune cannot be fetched
+    assert "huggingface-cli download Aaryan333/vit-base-finetuned-fer2013" in capsys.readouterr().err
+    assert cli_eval.main(["--pretrained", "x", "--data", str(csv)]) == 2
+    assert "--pretrained needs --model" in capsys.readouterr().err

@@ -17,8 +17,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="fer-eval", description=__doc__,
         epilog="Example: fer-eval checkpoints/cnn --data fer2013.csv.gz --split PrivateTest --json eval.json")
-    p.add_argument("model", metavar="MODEL",
+    p.add_argument("model", metavar="MODEL", nargs="?",
                    help="a fer-train checkpoint folder, an exported .onnx file, a TensorRT engine or a triton:// URL")
+    p.add_argument("--model", dest="family", metavar="NAME",
+                   help="instead of MODEL: a Hugging Face emotion model of this family (vit, convnext, convnextv2), "
+                        "its labels mapped onto ours; without --pretrained, the family's published FER2013 fine-tune")
+    p.add_argument("--pretrained", metavar="ID_OR_DIR", help="with --model: the hub id or local folder to evaluate")
     p.add_argument("--data", required=True, help="Kaggle fer2013.csv(.gz) or an image-folder root")
     p.add_argument("--split", default="PrivateTest", choices=SPLITS, help="default: PrivateTest")
     p.add_argument("--tta", action="store_true", help="average each face with its mirror image")
@@ -51,11 +55,26 @@ def main(argv: list[str] | None = None) -> int:
         from .data import check_data_path, load_fer2013
         from .metrics import Report
 
+        from fer_engine.errors import FerError
+
         png_option, png = png_output(args)
         check_outputs(files={"--json": args.json, png_option: png})
+        if args.model and (args.family or args.pretrained):
+            raise FerError("give either MODEL (a checkpoint or exported file) or --model/--pretrained, not both")
+        if args.pretrained and not args.family:
+            raise FerError("--pretrained needs --model NAME (vit, convnext or convnextv2) to say how to load it")
+        if not args.model and not args.family:
+            raise FerError("say what to evaluate: MODEL (a checkpoint folder, .onnx, engine or triton:// URL), "
+                           "or --model NAME [--pretrained ID_OR_DIR] for a Hugging Face emotion model")
         check_data_path(args.data)
-        with naming(args.model):
-            classifier = load_classifier(args.model, args.device)
+        if args.family:
+            from .classifiers import load_pretrained
+
+            args.model = args.pretrained or args.family
+            classifier = load_pretrained(args.family, args.pretrained, args.device)
+        else:
+            with naming(args.model):
+                classifier = load_classifier(args.model, args.device)
         data = load_fer2013(args.data, skip_bad_rows=args.skip_bad_rows)
         split = data.split(args.split).head(args.limit)
         started = time.perf_counter()

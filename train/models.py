@@ -248,7 +248,8 @@ class HFFamily(ModelFamily):
         if plan.keep_head:
             reorder_head(hf, plan.order)
         mean, std = self._processor_values(source, local)
-        return BuiltModel(HFClassifier(hf), self._spec(hf.config.image_size, mean, std), {"head": plan.reason})
+        arch = {"head": plan.reason, "head_imported": plan.keep_head}
+        return BuiltModel(HFClassifier(hf), self._spec(hf.config.image_size, mean, std), arch)
 
     def _load_hub(self, load, source: str, local: Path, **kwargs):
         """``load`` from a local folder, the user's Hugging Face cache, or the hub; one clear error if none."""
