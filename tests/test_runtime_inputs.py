@@ -251,3 +251,20 @@ def test_a_complete_video_says_nothing_about_its_length(video, tmp_path, capfd, 
     assert json.loads(stats.read_text())["sources"][0] == {
         "name": f"video {video}", "frames": 12, "dropped": 0, "corrupt": 0, "declared_frames": 12,
         "ended_early": False}
+
+
+def test_a_stats_file_that_fails_at_the_end_is_named_after_the_other_outputs_closed(video, tmp_path, capfd,
+                                                                                   monkeypatch):
+    stats, out = tmp_path / "stats.json", tmp_path / "out.jsonl"
+    real_write_text = Path.write_text
+
+    def full_disk(self, *args, **kwargs):
+        if self == stats:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", full_disk)
+    assert fer_run(["--video", str(video), "--json", str(out), "--stats", str(stats), "--no-render", "-q", *HAAR]) == 2
+    err = capfd.readouterr().err
+    assert f"fer-run: error: cannot write {stats} (--stats): No space left on device" in err
+    assert len(out.read_text().splitlines()) == 12  # the JSON Lines were complete and closed first
