@@ -230,7 +230,8 @@ def bench_case(case: Case, backends: list, batches: list[int], args, splits: dic
             log(f"{case.name} {backend.name} batch {batch}: {timing.faces_per_s:,.0f} faces/s, p50 {timing.p50_ms:.2f} ms")
             yield Row(**base, batch=batch, p50_ms=timing.p50_ms, p90_ms=timing.p90_ms, p99_ms=timing.p99_ms,
                       faces_per_s=timing.faces_per_s, size_mb=runner.size_mb, accuracy=accuracy)
-        del runner  # this backend's session or module copy goes before the next one loads
+        del runner  # this backend's session (and its arena) goes before the next one loads
+        free_memory()
 
 
 def fmt(value, pattern="{:.2f}") -> str:

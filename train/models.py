@@ -275,8 +275,10 @@ class HFFamily(ModelFamily):
             from transformers.utils import cached_file
 
             try:
-                found = cached_file(source, "preprocessor_config.json", local_files_only=True,
-                                    _raise_exceptions_for_missing_entries=False)
+                found = cached_file(source, "preprocessor_config.json", _raise_exceptions_for_missing_entries=False,
+                                    local_files_only=True)
+                if found is None and _hub_reachable():  # the model came from the hub: its processor is there too
+                    found = cached_file(source, "preprocessor_config.json", _raise_exceptions_for_missing_entries=False)
             except OSError:
                 found = None
             processor_file = Path(found) if found else local / "-"
