@@ -87,7 +87,7 @@ def detector_rows(model: str | None, duration: float, log) -> list[DetectorRow]:
     from .timing import measure
 
     providers = ("CPUExecutionProvider", "CUDAExecutionProvider")
-    path = resolve_yunet_model(model, download=False)
+    path = resolve_yunet_model(model)
     if path is None:
         return [DetectorRow(frame, p, "❌", "no YuNet file: pass --detector-model or set $FER_ENGINE_YUNET")
                 for frame in DETECTOR_FRAMES for p in providers]

@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = p.add_argument_group("detection and tracking")
     d.add_argument("--detector", default="yunet", help=f"{' | '.join(DETECTORS)} (default yunet)")
-    d.add_argument("--detector-model", help="YuNet .onnx file (default: $FER_ENGINE_YUNET, the cache, or a one-time download)")
+    d.add_argument("--detector-model", help="YuNet .onnx file (default: $FER_ENGINE_YUNET, else the one shipped in the package)")
     d.add_argument("--detect-scale", type=detect_scale, default=0.5,
                    help="detect on the frame scaled by this, 0.05 to 4 (default 0.5)")
     d.add_argument("--min-face", type=non_negative_int, default=24, help="smallest face side in pixels (default 24)")

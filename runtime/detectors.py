@@ -1,20 +1,17 @@
 """Face detectors, one registry: ``yunet`` (YuNet on onnxruntime, the default), ``yunet-opencv`` (the same
 model through OpenCV's FaceDetectorYN: same faces, about half the speed) and ``haar``.
 
-YuNet's model file is in no PyPI package. ``resolve_yunet_model`` looks for it, in order: an explicit
-path, ``$FER_ENGINE_YUNET``, the user cache folder, then downloads it once from its public release and
-checks its sha256. Offline, ``create_detector`` falls back to OpenCV's bundled Haar cascade with a
-one-line warning.
+YuNet (the 232 KB ``yunet_s_640_640.onnx``, Apache-2.0, with its LICENSE and NOTICE) ships inside the
+package, so an offline edge box detects with it and nothing is downloaded. ``resolve_yunet_model`` takes,
+in order: an explicit path (``--detector-model``), ``$FER_ENGINE_YUNET``, the packaged file. Haar stays
+as an explicit choice (``--detector haar``), and as the fallback of an install that lost the file.
 """
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import logging
 import os
-import tempfile
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,10 +26,7 @@ from .yunet import YuNetOnnx, YuNetOpenCV
 
 log = logging.getLogger("fer_engine.runtime")
 
-YUNET_FILE = "yunet_s_640_640.onnx"
-YUNET_SHA256 = "8f2383e4dd3cfbb4553ea8718107fc0423210dc964f9f4280604804ed2552fa4"
-YUNET_URL = ("https://raw.githubusercontent.com/ShiqiYu/libfacedetection.train/"
-             "0047ac24afb1a50a0c6105001c89d1b5b805dbf1/onnx/" + YUNET_FILE)
+PACKAGED_YUNET = Path(__file__).resolve().parent / "models" / "yunet" / "yunet_s_640_640.onnx"
 YUNET_ENV = "FER_ENGINE_YUNET"
 
 
@@ -44,38 +38,12 @@ class DetectorConfig:
     min_face: int = 24  # smallest face side kept, in full-frame pixels
     score_threshold: float = 0.6
     nms_threshold: float = 0.3
-    download: bool = True
     threads: int | None = None  # the detector's own threads (onnxruntime's for yunet); None = library default
 
 
-def cache_dir() -> Path:
-    root = os.environ.get("FER_ENGINE_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fer_engine"
-    return Path(root) / "models"
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def download_yunet(target: Path, url: str = YUNET_URL, timeout: float = 15.0) -> Path:
-    """Download YuNet once into ``target``, checked by sha256; raises OSError when offline."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with urllib.request.urlopen(url, timeout=timeout) as response:
-        data = response.read()
-    if hashlib.sha256(data).hexdigest() != YUNET_SHA256:
-        raise OSError(f"downloaded {url} but its sha256 does not match {YUNET_SHA256}")
-    with tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as tmp:
-        tmp.write(data)
-    os.replace(tmp.name, target)
-    return target
-
-
-def resolve_yunet_model(explicit: str | None = None, download: bool = True) -> Path | None:
-    """The YuNet file to use, or None when there is none here and it cannot be downloaded."""
+def resolve_yunet_model(explicit: str | None = None) -> Path | None:
+    """The YuNet file to use: ``explicit``, else ``$FER_ENGINE_YUNET``, else the packaged one (None if an
+    install lost it)."""
     if explicit:
         path = Path(explicit).expanduser()
         if not path.is_file():
@@ -86,17 +54,7 @@ def resolve_yunet_model(explicit: str | None = None, download: bool = True) -> P
         if not path.is_file():
             raise FerError(f"${YUNET_ENV} points to {path}, which does not exist")
         return path
-    cached = cache_dir() / YUNET_FILE
-    if cached.is_file():
-        return cached
-    if not download:
-        return None
-    try:
-        log.info("downloading the YuNet face detector once from %s", YUNET_URL)
-        return download_yunet(cached)
-    except OSError as exc:
-        log.debug("YuNet download failed: %s", exc)
-        return None
+    return PACKAGED_YUNET if PACKAGED_YUNET.is_file() else None
 
 
 def downscale(image: np.ndarray, scale: float) -> np.ndarray:
@@ -189,10 +147,10 @@ def _onnx_installed() -> bool:
 
 def _yunet(engine: str):
     def create(config: DetectorConfig):
-        model = resolve_yunet_model(config.model, config.download)
+        model = resolve_yunet_model(config.model)
         if model is None:
-            log.warning("YuNet face detector not available offline (pass --detector-model or set $%s): "
-                        "falling back to OpenCV's Haar cascade", YUNET_ENV)
+            log.warning("the packaged YuNet face detector is missing from this install (%s; reinstall fer-engine, "
+                        "pass --detector-model or set $%s): falling back to OpenCV's Haar cascade", PACKAGED_YUNET, YUNET_ENV)
             return HaarDetector(config)
         if engine == "onnxruntime" and not _onnx_installed():
             # onnx is in the base install, but an install with --no-deps (a Jetson image) can lack it.

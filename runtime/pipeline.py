@@ -206,7 +206,7 @@ class Pipeline:
         self.config = config or PipelineConfig()
         if not sources:
             raise FerError("no source: pass --camera, --video, --url, --gst or --images")
-        # Sources first: a camera that isn't there is reported before the model and detector load (or download).
+        # Sources first: a camera that isn't there is reported before the model and detector load.
         self.sources: list[FrameSource] = []
         try:
             for source in sources:

@@ -14,7 +14,7 @@ from fer_engine.spec import LABELS, SPLITS
 REPO = Path(__file__).resolve().parents[1]
 FER2013 = Path(os.environ.get("FER2013_CSV", REPO.parent / "shared" / "data" / "fer2013" / "fer2013.csv.gz"))
 DEFAULT_CHECKPOINT = REPO / "checkpoints" / "cnn"
-YUNET = REPO.parent / "shared" / "models" / "yunet" / "yunet_s_640_640.onnx"
+YUNET = REPO / "runtime" / "models" / "yunet" / "yunet_s_640_640.onnx"  # shipped in the package
 
 needs_fer2013 = pytest.mark.skipif(not FER2013.is_file(), reason=f"FER2013 not found at {FER2013} (set FER2013_CSV)")
 needs_yunet = pytest.mark.skipif(not YUNET.is_file(), reason=f"YuNet model not found at {YUNET}")

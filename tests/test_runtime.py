@@ -491,15 +491,13 @@ def test_both_onnxruntime_builds_installed_is_named_with_its_fix(monkeypatch, ca
     assert providers.onnxruntime_conflict() is None  # this environment has one build
 
 
-def test_yunet_falls_back_to_haar_offline(monkeypatch, caplog):
+def test_yunet_is_the_packaged_default_and_haar_only_the_fallback_of_a_broken_install(monkeypatch, caplog, tmp_path):
     import fer_engine.runtime.detectors as detectors
 
     monkeypatch.delenv("FER_ENGINE_YUNET", raising=False)
-
-    def offline(target, url=detectors.YUNET_URL, timeout=15.0):
-        raise OSError("offline")
-
-    monkeypatch.setattr(detectors, "download_yunet", offline)
+    assert detectors.resolve_yunet_model() == detectors.PACKAGED_YUNET and detectors.PACKAGED_YUNET.is_file()
+    assert create_detector(DetectorConfig()).name == "yunet"
+    monkeypatch.setattr(detectors, "PACKAGED_YUNET", tmp_path / "missing.onnx")
     with caplog.at_level("WARNING"):
         detector = create_detector(DetectorConfig())
     assert detector.name == "haar" and "falling back to OpenCV's Haar cascade" in caplog.text
@@ -522,16 +520,16 @@ def test_yunet_without_the_onnx_package_runs_on_opencv(drawn_video, tmp_path):
     assert len(read_jsonl(out)) == 12
 
 
-def test_yunet_download_is_checked_by_checksum(tmp_path, monkeypatch):
-    import fer_engine.runtime.detectors as detectors
+def test_the_wheel_ships_yunet_with_its_license(tmp_path):
+    """An offline edge box gets the detector from the package itself (pip install ., not editable)."""
+    import zipfile
 
-    bad = tmp_path / "bad.onnx"
-    bad.write_bytes(b"tampered")
-    with pytest.raises(OSError, match="sha256 does not match"):
-        detectors.download_yunet(tmp_path / "cache" / "yunet.onnx", url=bad.as_uri())
-    assert not (tmp_path / "cache" / "yunet.onnx").exists()
-    if YUNET.is_file():
-        assert detectors.download_yunet(tmp_path / "cache" / "yunet.onnx", url=YUNET.as_uri()).is_file()
+    result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                             "-w", str(tmp_path), str(REPO)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    names = zipfile.ZipFile(next(tmp_path.glob("fer_engine-*.whl"))).namelist()
+    for name in ("yunet_s_640_640.onnx", "LICENSE", "NOTICE"):
+        assert f"fer_engine/runtime/models/yunet/{name}" in names
 
 
 # ---- user mistakes: one clear line, exit 2 -------------------------------------------------------------
