@@ -174,7 +174,9 @@ def onnx_file(case: Case, precision: str) -> Path:
 
         faces = None
         if resolve_mode("auto", case.name) == "static":
-            faces = calibration_faces(case.calibration_data, 256 if case.name == "cnn" else 64,
+            from fer_engine.train.models import get_family
+
+            faces = calibration_faces(case.calibration_data, get_family(case.name).calibration_faces,
                                       skip_bad_rows=case.skip_bad_rows)
         case.onnx["int8"], _ = quantize(fp32, case.work_dir / f"{case.name}-int8.onnx", case.spec, "auto", faces)
     elif precision == "fp16":

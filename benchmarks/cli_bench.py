@@ -34,12 +34,10 @@ from .environment import environment, format_environment
 from .timing import measure
 
 PROG = "fer-bench"
-MODELS = ("cnn", "vit", "convnext", "convnextv2")
 BACKENDS = tuple(b.name for b in all_backends())
 QUICK_BACKENDS = "pytorch-fp32,pytorch-bf16,onnx-fp32-cpu,onnx-int8-cpu"
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_CHECKPOINTS = {"cnn": REPO / "checkpoints" / "cnn"}
-SHIPPED_ONNX = {"fp32": REPO / "runtime" / "models" / "cnn.onnx", "int8": REPO / "runtime" / "models" / "cnn-int8.onnx"}
+SHIPPED_DIR = REPO / "runtime" / "models"  # a default checkpoint's exports: NAME.onnx, NAME-int8.onnx
 
 
 @dataclass
@@ -66,13 +64,13 @@ def model_and_folder(text: str) -> tuple[str, Path]:
     if "=" not in text:
         raise argparse.ArgumentTypeError(f"'{text}' is not MODEL=DIR, e.g. cnn=checkpoints/cnn")
     model, folder = text.split("=", 1)
-    return one_of(MODELS)(model.strip()), Path(folder)
+    return model.strip(), Path(folder)  # the name is checked against the registry before the run
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
-    p.add_argument("--all-models", action="store_true", help=f"benchmark {', '.join(MODELS)}")
-    p.add_argument("--models", type=comma_separated(one_of(MODELS)), help="comma-separated models (default cnn)")
+    p.add_argument("--all-models", action="store_true", help="benchmark every registered model (fer-train --list-models)")
+    p.add_argument("--models", type=comma_separated(str), help="comma-separated models (default cnn)")
     p.add_argument("--checkpoint", action="append", default=[], type=model_and_folder, metavar="MODEL=DIR",
                    help="trained checkpoint for a model (default: checkpoints/cnn for cnn; others untrained)")
     p.add_argument("--backends", type=comma_separated(one_of(BACKENDS)),
@@ -101,7 +99,14 @@ def build_parser() -> argparse.ArgumentParser:
 def model_names(args) -> list[str]:
     if args.quick:
         return ["cnn"]
-    return list(MODELS) if args.all_models else list(dict.fromkeys(args.models or ["cnn"]))
+    from fer_engine.train.models import get_family, list_models
+
+    if args.all_models:
+        return list_models()
+    names = list(dict.fromkeys(args.models or ["cnn"]))
+    for name in names:
+        get_family(name)  # an unknown name: one line with the registered ones and a "did you mean"
+    return names
 
 
 def wants_classifier_rows(args) -> bool:
@@ -114,15 +119,19 @@ def make_case(name: str, args, work_dir: Path) -> Case:
     from fer_engine.train.checkpoint import load_checkpoint
     from fer_engine.train.models import BuiltModel, create_model
 
-    checkpoints = dict(DEFAULT_CHECKPOINTS) if not args.tiny else {}
+    from fer_engine.train.models import get_family, list_models
+
+    defaults = {n: get_family(n).default_checkpoint for n in list_models() if get_family(n).default_checkpoint}
+    checkpoints = dict(defaults) if not args.tiny else {}
     checkpoints.update(dict(args.checkpoint))
     folder = checkpoints.get(name)
     if folder is not None and Path(folder).is_dir():
         ckpt = load_checkpoint(folder, expect_model=name)
         case = Case(name, BuiltModel(ckpt.module, ckpt.spec, {}), True, f"trained: {folder}", work_dir / name,
                     args.data, args.skip_bad_rows)
-        if name == "cnn" and Path(folder).resolve() == DEFAULT_CHECKPOINTS["cnn"].resolve():
-            case.onnx = {p: f for p, f in SHIPPED_ONNX.items() if f.is_file()}
+        if name in defaults and Path(folder).resolve() == defaults[name].resolve():  # the shipped files are its export
+            shipped = {"fp32": SHIPPED_DIR / f"{name}.onnx", "int8": SHIPPED_DIR / f"{name}-int8.onnx"}
+            case.onnx = {p: f for p, f in shipped.items() if f.is_file()}
         return case
     built = create_model(name, from_config="tiny" if args.tiny else "full")
     return Case(name, built, False, "untrained weights: speed only", work_dir / name, args.data, args.skip_bad_rows)
@@ -158,10 +167,14 @@ def check_before_running(args) -> None:
         check_data_path(args.data)
     if args.video and not Path(args.video).is_file():
         raise FerError(f"--video {args.video}: no such file")
+    from fer_engine.train.models import get_family
+
+    model_names(args)
     for model, folder in args.checkpoint:
+        example = get_family(model).default_checkpoint or f"runs/{model}/best"
         if not folder.is_dir():
             raise FerError(f"--checkpoint {model}={folder}: no such folder (a fer-train checkpoint, e.g. "
-                           f"{model}={DEFAULT_CHECKPOINTS.get(model, 'runs/' + model + '/best')})")
+                           f"{model}={example})")
 
 
 def free_memory() -> None:

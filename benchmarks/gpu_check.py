@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="FER2013 csv(.gz): accuracy rows, int8 calibration and real training batches")
     p.add_argument("--skip-bad-rows", action="store_true", help="skip malformed rows or images of --data, counting them")
     p.add_argument("--out", default="gpu-check", help="folder for gpu_check.json and gpu_check.md (default: gpu-check)")
-    p.add_argument("--models", type=comma_separated(one_of(cli_bench.MODELS)), default=",".join(cli_bench.MODELS))
+    p.add_argument("--models", type=comma_separated(str), help="models to time (default: every registered model)")
     p.add_argument("--batch-sizes", type=comma_separated(positive_int), default="1,32,256")
     p.add_argument("--backends", type=comma_separated(one_of(cli_bench.BACKENDS)), default=",".join(GPU_BACKENDS),
                    help="fer-bench backend names")
@@ -189,6 +189,9 @@ def run(args) -> int:
         env["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else env.get("gpu")
     except ImportError:
         env["torch"] = None
+    from fer_engine.train.models import get_family, list_models
+
+    args.models = [get_family(name).name for name in args.models] if args.models else list_models()
     bench_args = cli_bench.build_parser().parse_args(
         ["--models", ",".join(args.models), "--backends", ",".join(args.backends),
          "--batch-sizes", ",".join(map(str, args.batch_sizes)), "--duration", str(args.duration),

@@ -18,7 +18,6 @@ from .onnx_export import MAX_OPSET, MIN_OPSET
 from .triton_repo import DEFAULT_MAX_BATCH  # one default for TensorRT profiles and Triton's max_batch_size
 from .verify import Weights
 
-DEFAULT_CHECKPOINTS = {"cnn": Path("checkpoints/cnn")}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -176,10 +175,10 @@ def _load_source(args) -> tuple[object, Weights]:
     pretrained = args.pretrained or (finetuned if not args.checkpoint else None)
     if pretrained:
         built = create_model(args.model, pretrained=pretrained, new_head=args.new_head)
-        if args.model == "cnn" or built.arch.get("head_imported"):  # cnn's --pretrained is a fer-train checkpoint
+        if get_family(args.model).finetuned_id is None or built.arch.get("head_imported"):  # ours: a fer-train checkpoint
             return built, Weights(True, f"--pretrained {pretrained}")
         return built, Weights(False, f"--pretrained {pretrained} with a new, untrained 7-emotion head")
-    checkpoint = args.checkpoint or DEFAULT_CHECKPOINTS.get(args.model)
+    checkpoint = args.checkpoint or get_family(args.model).default_checkpoint
     if checkpoint is None:
         raise FerError("say what to export: --checkpoint DIR (from fer-train), --pretrained ID_OR_DIR or --from-config")
     ckpt = load_checkpoint(checkpoint, expect_model=args.model)

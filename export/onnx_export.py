@@ -14,6 +14,7 @@ from fer_engine.errors import FerError
 from fer_engine.modelfile import set_onnx_spec
 from fer_engine.outputs import write_atomically
 from fer_engine.spec import ModelSpec
+from fer_engine.train.models import get_family
 
 MIN_OPSET, MAX_OPSET = 13, 21
 
@@ -34,7 +35,7 @@ def export_fp32(built, out: Path, opset: int) -> Path:
     module = built.module.eval().to("cpu").to(memory_format=torch.contiguous_format)
     with tempfile.TemporaryDirectory(prefix="fer-export-") as tmp:
         raw = Path(tmp) / "model.onnx"
-        if spec.model == "cnn":
+        if get_family(spec.model).exporter == "torch":
             dummy = torch.zeros(1, spec.channels, *spec.image_size)
             torch.onnx.export(module, (dummy,), str(raw), input_names=["pixel_values"], output_names=["logits"],
                               dynamic_axes={"pixel_values": {0: "batch"}, "logits": {0: "batch"}},

@@ -3,7 +3,7 @@
 
 Which mode is faster depends on the architecture: convolutions run on VNNI/AMX int8 kernels only when
 their activations are quantized ahead of time (static), while dynamic quantization turns them into slow
-``ConvInteger`` ops; transformers' MatMuls gain most from dynamic quantization. ``AUTO_MODE`` holds the
+``ConvInteger`` ops; transformers' MatMuls gain most from dynamic quantization. Each family's ``int8_mode`` holds the
 faster mode per architecture, measured on this project's CPU (2-core Sapphire Rapids, batch 1,
 2 threads, full-size architectures; fp32 / static QDQ / dynamic, p50): ViT-B/16 158 / 67 / 51 ms (dynamic);
 ConvNeXt-T 75 / 39 / 190 ms (static); ConvNeXt-V2-T-384 225 / 177 / 472 ms (static); cnn at batch 64:
@@ -25,7 +25,6 @@ from fer_engine.runtime.preprocess import faces_to_pixel_values
 
 from .onnx_export import save_model
 
-AUTO_MODE = {"cnn": "static", "vit": "dynamic", "convnext": "static", "convnextv2": "static"}
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 
 
@@ -36,7 +35,9 @@ NEEDS_CALIBRATION = ("static int8 needs calibration faces: pass --calibration-da
 def resolve_mode(mode: str, model: str) -> str:
     """``auto`` becomes the faster mode for the architecture."""
     if mode == "auto":
-        return AUTO_MODE.get(model, "static")
+        from fer_engine.train.models import get_family
+
+        return get_family(model).int8_mode
     if mode not in ("static", "dynamic"):
         raise FerError(f"unknown --int8-mode '{mode}': choose auto, static or dynamic")
     return mode
@@ -112,9 +113,10 @@ def quantize_static_qdq(fp32_path: Path, out: Path, spec, faces: np.ndarray, met
                  "percentile": CalibrationMethod.Percentile}[method]
     with tempfile.TemporaryDirectory(prefix="fer-int8-") as tmp:
         prepared = Path(tmp) / "prepared.onnx"
-        # ConvNeXt-V2's GRN breaks symbolic shape inference (TypeError in quant_pre_process); ONNX's own
-        # shape inference is enough for quantization.
-        quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=spec.model == "convnextv2")
+        from fer_engine.train.models import get_family
+
+        quant_pre_process(str(fp32_path), str(prepared),
+                          skip_symbolic_shape=not get_family(spec.model).symbolic_shape_inference)
         raw = Path(tmp) / "int8.onnx"
         batch = calibration_batch(spec)
         quantize_static(str(prepared), str(raw), _FaceReader(faces, spec, batch), quant_format=QuantFormat.QDQ,

@@ -28,3 +28,10 @@ def test_defined_once(what, pattern, home):
 def test_no_source_cites_a_file_outside_the_repository():
     assert not occurrences(r"DESIGN\.md")
     assert (REPO / "docs" / "architecture.md").is_file()
+
+
+def test_no_family_is_tested_by_name_outside_the_registry():
+    """What a model family needs (exporter, int8 mode, calibration, default checkpoint) is asked of the registry."""
+    found = [f for f in occurrences(r"""[=!]=\s*["'](cnn|vit|convnext|convnextv2)["']|["'](cnn|vit|convnext|convnextv2)["']\s*[=!]=""")
+             if not f.startswith(("train/models.py", "train/cnn.py"))]
+    assert not found, found

@@ -7,11 +7,10 @@ import pytest
 import torch
 
 from fer_engine.export import cli_export
-from fer_engine.export.quantize import AUTO_MODE
 from fer_engine.export.tensorrt import EngineRequest, trtexec_command
 from fer_engine.spec import LABELS
 from fer_engine.train.checkpoint import save_checkpoint
-from fer_engine.train.models import create_model
+from fer_engine.train.models import create_model, get_family
 
 from conftest import write_csv
 
@@ -34,7 +33,7 @@ def test_export_tiny_model_to_every_precision(name, tmp_path, calibration_csv, c
     assert rows["fp32"]["max_abs_diff"] <= 1e-3 and rows["fp32"]["agreement"] >= 0.999
     assert rows["fp16"]["agreement"] >= 0.9
     assert code == (0 if all(r["passed"] for r in rows.values()) else 1)
-    assert report["int8_mode"] == AUTO_MODE[name]
+    assert report["int8_mode"] == get_family(name).int8_mode
     for suffix, precision in [("", "fp32"), ("-int8", "int8"), ("-fp16", "fp16")]:
         path = out / f"{name}{suffix}.onnx"
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -83,7 +82,7 @@ def test_exported_cnn_matches_pytorch_on_a_checkpoint(tmp_path):
 
 @pytest.mark.parametrize("argv, message", [
     (["--model", "cnnn", "--from-config", "tiny"], "Did you mean 'cnn'"),
-    (["--model", "vit"], "say what to export"),
+    (["--model", "vit"], "huggingface-cli download Aaryan333/vit-base-finetuned-fer2013"),  # the published fine-tune, offline
     (["--model", "cnn", "--checkpoint", "/no/such/dir"], "checkpoint folder not found"),
     (["--model", "cnn", "--from-config", "tiny", "--int8", "--int8-mode", "static"], "needs calibration faces"),
     (["--model", "cnn", "--from-config", "tiny", "--out", "/proc/fer-out"], "--out /proc/fer-out: cannot write in /proc"),

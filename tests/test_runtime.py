@@ -524,8 +524,13 @@ def test_the_wheel_ships_yunet_with_its_license(tmp_path):
     """An offline edge box gets the detector from the package itself (pip install ., not editable)."""
     import zipfile
 
+    import shutil
+
+    source = tmp_path / "src"  # a copy, so setuptools' build/ folder is not left in the repository
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".git", ".venv*", "runs", "build", "*.egg-info",
+                                                                "__pycache__", "training-state"))
     result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                             "-w", str(tmp_path), str(REPO)], capture_output=True, text=True, timeout=300)
+                             "-w", str(tmp_path), str(source)], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     names = zipfile.ZipFile(next(tmp_path.glob("fer_engine-*.whl"))).namelist()
     for name in ("yunet_s_640_640.onnx", "LICENSE", "NOTICE"):

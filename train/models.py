@@ -46,10 +46,22 @@ class BuiltModel:
     arch: dict  # what ``load`` needs besides the weights
 
 
+# The repository's checkpoints/ folder, found from the package, not from the working folder (a clone or an
+# editable install has it; a wheel does not, and then a default checkpoint is simply not there).
+REPO_CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
+
+
 class ModelFamily(ABC):
+    """One kind of model and every fact the other parts need about it, so none of them tests its name."""
+
     name: str
     description: str
     defaults: TrainDefaults
+    exporter: str = "optimum"  # how export/ makes its ONNX file: "torch" (torch.onnx.export) or "optimum"
+    int8_mode: str = "static"  # what --int8-mode auto picks (static QDQ or dynamic), measured per family
+    calibration_faces: int = 64  # faces fer-bench calibrates its static int8 file with
+    symbolic_shape_inference: bool = True  # onnxruntime's quant_pre_process can run it on this graph
+    default_checkpoint: Path | None = None  # the shipped trained checkpoint, if there is one
 
     # The published FER2013 fine-tune that export and evaluation use when no model is named (None: ours).
     finetuned_id: str | None = None
@@ -147,6 +159,9 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
 class CNNFamily(ModelFamily):
     name = "cnn"
     description = "ours: compact ResNet for 48x48 gray faces, made for the edge (2.8 M parameters)"
+    exporter = "torch"
+    calibration_faces = 256
+    default_checkpoint = REPO_CHECKPOINTS / "cnn"
     defaults = TrainDefaults(epochs=80, batch_size=128, lr=1e-3, weight_decay=0.05, optimizer="adamw",
                              warmup_epochs=2, label_smoothing=0.1)
     tiny = CNNConfig(widths=(8, 16, 16, 32), blocks=(1, 1, 1, 1), stem=((8, 1), (8, 2)))
@@ -205,9 +220,13 @@ class HFFamily(ModelFamily):
     defaults = TrainDefaults(epochs=10, batch_size=32, lr=5e-5, weight_decay=0.05, optimizer="adamw",
                              warmup_epochs=1, label_smoothing=0.1)
 
-    def __init__(self, name, hub_id, config_class, description, full, tiny, mean, std, finetuned_id=None):
+    def __init__(self, name, hub_id, config_class, description, full, tiny, mean, std, finetuned_id=None,
+                 int8_mode="static", symbolic_shape_inference=True):
         self.name, self.hub_id, self.config_class, self.description = name, hub_id, config_class, description
         self.finetuned_id = finetuned_id
+        # ViT's MatMuls gain most from dynamic int8 (benchmarks/RESULTS.md); ConvNeXt-V2's GRN breaks
+        # symbolic shape inference in quant_pre_process (a TypeError), and ONNX's own is enough there.
+        self.int8_mode, self.symbolic_shape_inference = int8_mode, symbolic_shape_inference
         self.full, self.tiny, self.mean, self.std = full, tiny, mean, std
 
     def _label_kwargs(self) -> dict:
@@ -304,7 +323,8 @@ register(HFFamily(
     "vit", "google/vit-base-patch16-224", "ViTConfig", "ViT-B/16 (86 M parameters), 224x224 input",
     full={}, tiny=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
                        image_size=32, patch_size=8),
-    mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), finetuned_id="Aaryan333/vit-base-finetuned-fer2013"))
+    mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), finetuned_id="Aaryan333/vit-base-finetuned-fer2013",
+    int8_mode="dynamic"))
 register(HFFamily(
     "convnext", "facebook/convnext-tiny-224", "ConvNextConfig", "ConvNeXt-T (28 M parameters), 224x224 input",
     full={}, tiny=dict(hidden_sizes=[8, 16, 32, 64], depths=[1, 1, 1, 1], image_size=32),
@@ -313,4 +333,5 @@ register(HFFamily(
     "convnextv2", "facebook/convnextv2-tiny-22k-384", "ConvNextV2Config",
     "ConvNeXt-V2-T (28 M parameters), 384x384 input",
     full=dict(image_size=384), tiny=dict(hidden_sizes=[8, 16, 32, 64], depths=[1, 1, 1, 1], image_size=32),
-    mean=IMAGENET_MEAN, std=IMAGENET_STD, finetuned_id="Aaryan333/convnextv2-tiny-384-finetuned-fer2013"))
+    mean=IMAGENET_MEAN, std=IMAGENET_STD, finetuned_id="Aaryan333/convnextv2-tiny-384-finetuned-fer2013",
+    symbolic_shape_inference=False))
