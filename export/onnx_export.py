@@ -14,7 +14,6 @@ from fer_engine.errors import FerError
 from fer_engine.modelfile import set_onnx_spec
 from fer_engine.outputs import write_atomically
 from fer_engine.spec import ModelSpec
-from fer_engine.train.models import get_family
 
 MIN_OPSET, MAX_OPSET = 13, 21
 
@@ -28,6 +27,8 @@ def save_model(model: onnx.ModelProto, spec: ModelSpec, path: Path) -> None:
 def export_fp32(built, out: Path, opset: int) -> Path:
     """``built``: a ``BuiltModel`` (module, spec). Writes ``out`` (a .onnx path) and returns it."""
     import torch
+
+    from fer_engine.train.models import get_family
 
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise FerError(f"opset {opset} is not supported: choose {MIN_OPSET}..{MAX_OPSET}")

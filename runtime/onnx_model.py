@@ -14,13 +14,13 @@ import numpy as np
 from fer_engine.errors import FerError
 from fer_engine.modelfile import onnx_session_spec
 
-from .preprocess import probs_of
+from .classifier import BatchedClassifier
 from .providers import choose_providers, onnxruntime_conflict, preload_nvidia_wheels, short_name, start_failures
 
 log = logging.getLogger("fer_engine.runtime")
 
 
-class OnnxClassifier:
+class OnnxClassifier(BatchedClassifier):
     """An exported classifier: ``predict_logits(pixel_values)`` and ``predict_probs(faces)``."""
 
     def __init__(self, path: str | os.PathLike, providers: list[str] | None = None, threads: int | None = None):
@@ -63,9 +63,4 @@ class OnnxClassifier:
     def predict_logits(self, pixel_values: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: np.ascontiguousarray(pixel_values, np.float32)})[0]
 
-    def predict_probs(self, faces, *, batch_size: int = 256, tta: bool = False) -> np.ndarray:
-        chunks = []
-        for start in range(0, len(faces), batch_size):
-            chunks.append(probs_of(self.predict_logits, faces[start:start + batch_size], self.spec, tta))
-        return np.concatenate(chunks) if chunks else np.zeros((0, len(self.spec.labels)), np.float32)
 

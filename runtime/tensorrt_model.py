@@ -14,11 +14,11 @@ import numpy as np
 from fer_engine.errors import FerError
 from fer_engine.modelfile import read_engine_sidecar
 
+from .classifier import BatchedClassifier
 from .cuda import DeviceBuffer, import_tensorrt
-from .preprocess import probs_of
 
 
-class TensorRTClassifier:
+class TensorRTClassifier(BatchedClassifier):
     def __init__(self, path: str | os.PathLike, providers: list[str] | None = None, threads: int | None = None):
         self.path = Path(path)
         if not self.path.is_file():
@@ -55,6 +55,3 @@ class TensorRTClassifier:
             out = np.empty((len(batch), len(self.spec.labels)), np.float32)
             outputs.append(self._output.download(out))  # a blocking copy on the default stream: waits for the run
         return np.concatenate(outputs)
-
-    def predict_probs(self, faces, *, batch_size: int = 256, tta: bool = False) -> np.ndarray:
-        return probs_of(self.predict_logits, faces, self.spec, tta)

@@ -20,7 +20,7 @@ from fer_engine.errors import FerError
 from fer_engine.modelfile import METADATA_KEY, spec_from_json
 from fer_engine.spec import ModelSpec, did_you_mean
 
-from .preprocess import probs_of
+from .classifier import BatchedClassifier
 
 # scheme → (protocol, default port)
 SCHEMES = {"triton": ("grpc", 8001), "triton+grpc": ("grpc", 8001), "triton+http": ("http", 8000)}
@@ -71,7 +71,7 @@ def _import_client(protocol: str):
     return client, utils.InferenceServerException
 
 
-class TritonClassifier:
+class TritonClassifier(BatchedClassifier):
     """``predict_logits`` / ``predict_probs`` through a Triton server, like ``OnnxClassifier``."""
 
     def __init__(self, url: str, providers: list[str] | None = None, threads: int | None = None):
@@ -163,9 +163,6 @@ class TritonClassifier:
         if not outputs:
             return np.zeros((0, len(self.spec.labels)), np.float32)
         return np.concatenate(outputs)
-
-    def predict_probs(self, faces, *, batch_size: int = 256, tta: bool = False) -> np.ndarray:
-        return probs_of(self.predict_logits, faces, self.spec, tta)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -1,6 +1,7 @@
 """What ``fer-eval`` (and later ``fer-bench``) can evaluate, chosen by the kind of path.
 
-Each loader returns a ``Classifier``: its ``spec`` and ``predict_probs(faces)`` for uint8 gray faces.
+Each loader returns a ``Classifier`` (fer_engine.runtime.classifier): its ``spec``, ``predict_logits`` and
+``predict_probs(faces)`` for uint8 gray faces; this module only adds the PyTorch loader.
 A checkpoint folder runs in PyTorch; ``.onnx`` files in onnxruntime; TensorRT engines and ``triton://``
 URLs through the runtime's backends.
 """
@@ -9,33 +10,31 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Callable
 
 import numpy as np
 
 from fer_engine.errors import FerError
+from fer_engine.runtime.classifier import BatchedClassifier, Classifier
 from fer_engine.spec import ModelSpec
 
 
-class Classifier(Protocol):
-    spec: ModelSpec
-    description: str
-
-    def predict_probs(self, faces: np.ndarray, *, batch_size: int = 256, tta: bool = False) -> np.ndarray: ...
-
-
 @dataclass
-class TorchClassifier:
+class TorchClassifier(BatchedClassifier):
+    """A PyTorch module behind the runtime's classifier interface (``predict_probs`` is the runtime's)."""
+
     spec: ModelSpec
     module: object
     device: str
     description: str
     metrics: dict
 
-    def predict_probs(self, faces, *, batch_size=256, tta=False):
-        from .evaluate import predict_probs
+    def predict_logits(self, pixel_values: np.ndarray) -> np.ndarray:
+        import torch
 
-        return predict_probs(self.module, self.spec, faces, device=self.device, batch_size=batch_size, tta=tta)
+        with torch.inference_mode():
+            x = torch.from_numpy(np.ascontiguousarray(pixel_values, np.float32)).to(self.device)
+            return self.module(x).float().cpu().numpy()
 
 
 def _load_checkpoint_folder(path: Path, device: str) -> TorchClassifier:
