@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from typing import Callable
 
-from .errors import FerError
+from .errors import FerError, FieldError
 
 # Optional dependencies by the extra that installs them: the base install is the runtime only (a Jetson, a
 # GPU server image), where training, exporting and most benchmarks cannot run.
@@ -13,9 +13,13 @@ EXTRAS = {"torch": "train", "transformers": "train", "safetensors": "train", "PI
           "matplotlib": "train", "optimum": "export", "tritonclient": "triton"}
 
 
-def run_cli(body: Callable[[], int], prog: str) -> int:
+def run_cli(body: Callable[[], int], prog: str, options: "dict[str, str] | None" = None) -> int:
     try:
         return body()
+    except FieldError as exc:  # the library names its field; the user typed an option
+        option = (options or {}).get(exc.field, "--" + exc.field.replace("_", "-"))
+        print(f"{prog}: error: {exc.for_option(option)}", file=sys.stderr)
+        return 2
     except FerError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2

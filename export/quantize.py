@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from fer_engine.errors import FerError
+from fer_engine.errors import FerError, FieldError
 from fer_engine.runtime.preprocess import faces_to_pixel_values
 
 from .onnx_export import save_model
@@ -39,7 +39,7 @@ def resolve_mode(mode: str, model: str) -> str:
 
         return get_family(model).int8_mode
     if mode not in ("static", "dynamic"):
-        raise FerError(f"unknown --int8-mode '{mode}': choose auto, static or dynamic")
+        raise FieldError("int8_mode", f"'{mode}' is unknown: choose auto, static or dynamic")
     return mode
 
 
@@ -55,7 +55,7 @@ def calibration_faces(data_path: str | None, size: int, seed: int = 0, skip_bad_
 def pick_calibration_faces(data, size: int, seed: int = 0) -> np.ndarray:
     """``size`` Training faces (every face where there is no Training split) of a loaded ``FerData``."""
     if size < 1:
-        raise FerError("--calibration-size must be at least 1")
+        raise FieldError("calibration_size", "must be at least 1")
     images = data.split("Training").images if (data.splits == 0).any() else data.images
     if len(images) == 0:
         raise FerError(f"{data.source} holds no faces to calibrate on")

@@ -148,7 +148,7 @@ def test_damaged_or_missing_state_is_one_line_naming_the_file(train_csv, tmp_pat
     (["--model", "cnn", "--data", "/no/such/file.csv"], "data not found"),
     (["--resume", "/no/such/run"], "nothing to resume"),
     (["--model", "cnn", "--data", "x.csv", "--out", "/proc/version"], "is a file, not a folder"),
-    (["--model", "cnn", "--data", "x.csv", "--out", "/proc/fer-run"], "cannot write into --out"),
+    (["--model", "cnn", "--data", "x.csv", "--out", "/proc/fer-run"], "--out /proc/fer-run cannot be written into"),
     (["--model", "cnn", "--data", "x.csv", "--epochs", "0"], "argument --epochs: 0 is out of range"),
     (["--model", "cnn", "--data", "x.csv", "--lr", "-1"], "argument --lr: -1 is out of range"),
     (["--model", "cnn", "--data", "x.csv", "--ema", "1.5"], "argument --ema: 1.5 is out of range"),
@@ -275,3 +275,20 @@ def test_augment_presets_differ_in_strength():
         # Distance to the nearer of the face and its mirror image: what the warps and erasing changed.
         change[preset] = torch.minimum((out - faces).abs().mean((1, 2, 3)), (out - flipped).abs().mean((1, 2, 3))).mean()
     assert change["flip"] < 1e-6 < change["light"] < change["strong"]
+
+
+def test_library_errors_name_the_field_and_the_cli_its_option(capsys):
+    from fer_engine.cli import run_cli
+    from fer_engine.errors import FieldError
+    from fer_engine.train.trainer import TrainConfig
+
+    with pytest.raises(FieldError, match="^average_last must be between 0"):
+        TrainConfig(model="cnn", data="x", average_last=500).fill_defaults()
+
+    def body():
+        TrainConfig(model="cnn", data="x", average_last=500).fill_defaults()
+
+    assert run_cli(body, "fer-train") == 2
+    assert "fer-train: error: --average-last must be between 0" in capsys.readouterr().err
+    assert run_cli(body, "prog", options={"average_last": "--tail"}) == 2
+    assert "prog: error: --tail must be between 0" in capsys.readouterr().err

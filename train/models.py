@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from fer_engine.errors import FerError
+from fer_engine.errors import FerError, FieldError
 from fer_engine.spec import LABELS, ModelSpec, did_you_mean
 
 from .cnn import CNNConfig, FerCNN
@@ -134,7 +134,7 @@ def count_macs(module: nn.Module, spec: ModelSpec) -> int:
 def _read_overrides(from_config: str) -> dict:
     path = Path(from_config)
     if not path.is_file():
-        raise FerError(f"--from-config takes 'full', 'tiny' or a JSON file of config values; '{from_config}' is none of these")
+        raise FieldError("from_config", f"takes 'full', 'tiny' or a JSON file of config values; '{from_config}' is none of these")
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as exc:
@@ -243,7 +243,7 @@ class HFFamily(ModelFamily):
         if from_config is None:
             return self._from_pretrained(pretrained or self.hub_id, new_head)
         if pretrained:
-            raise FerError("pass either --pretrained or --from-config, not both")
+            raise FerError("pretrained weights and an untrained config (from_config) exclude each other: pass one of them")
         values = {"full": self.full, "tiny": self.tiny}.get(from_config)
         if values is None:
             values = self.full | _read_overrides(from_config)

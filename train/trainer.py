@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fer_engine.errors import FerError
+from fer_engine.errors import FerError, FieldError
 from fer_engine.spec import LABELS
 
 from .augment import AugmentConfig, augment, augment_preset
@@ -79,15 +79,15 @@ class TrainConfig:
                 setattr(self, f.name, getattr(defaults, f.name))
         self.out = self.out or f"runs/{self.model}"
         if self.optimizer not in ("sgd", "adamw"):
-            raise FerError(f"unknown optimizer '{self.optimizer}': choose sgd or adamw")
+            raise FieldError("optimizer", f"'{self.optimizer}' is unknown: choose sgd or adamw")
         for name in ("epochs", "batch_size", "lr"):
             if getattr(self, name) <= 0:
-                raise FerError(f"{name} must be positive (got {getattr(self, name)})")
+                raise FieldError(name, f"must be positive (got {getattr(self, name)})")
         if not 0 <= self.ema < 1:
-            raise FerError(f"ema must be a decay in [0, 1), e.g. 0.999 (got {self.ema})")
+            raise FieldError("ema", f"must be a decay in [0, 1), e.g. 0.999 (got {self.ema})")
         augment_preset(self.augment)  # fails early on an unknown name
         if not 0 <= self.average_last <= self.epochs:
-            raise FerError(f"--average-last must be between 0 and --epochs ({self.epochs})")
+            raise FieldError("average_last", f"must be between 0 and the number of epochs ({self.epochs})")
         return self
 
 
@@ -95,9 +95,9 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise FerError("--device cuda was asked for, but torch sees no CUDA GPU (is this a CPU build of torch?)")
+        raise FieldError("device", "cuda was asked for, but torch sees no CUDA GPU (is this a CPU build of torch?)")
     if name not in ("cpu", "cuda"):
-        raise FerError(f"unknown device '{name}': choose auto, cpu or cuda")
+        raise FieldError("device", f"'{name}' is unknown: choose auto, cpu or cuda")
     return torch.device(name)
 
 
@@ -110,7 +110,7 @@ def resolve_amp(name: str, device: torch.device) -> torch.dtype | None:
         return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else None
     if name in ("bf16", "fp16"):
         return torch.bfloat16 if name == "bf16" else torch.float16
-    raise FerError(f"unknown --amp '{name}': choose auto, bf16, fp16 or off")
+    raise FieldError("amp", f"'{name}' is unknown: choose auto, bf16, fp16 or off")
 
 
 def machine_info(device: torch.device) -> dict:
@@ -220,14 +220,15 @@ def evaluate_split(module, spec, split: FerSplit, device, batch_size: int) -> tu
 def _check_writable_folder(folder: Path) -> None:
     """Fail before the data is read and an epoch is spent, not when the first checkpoint is written."""
     if folder.exists() and not folder.is_dir():
-        raise FerError(f"--out {folder} is a file, not a folder: give a folder for the run")
+        raise FieldError("out", f"{folder} is a file, not a folder: give a folder for the run")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         probe = folder / ".fer-train-write-check"
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:
-        raise FerError(f"cannot write into --out {folder} ({exc.strerror or exc}): choose a folder you can write to") from exc
+        raise FieldError("out", f"{folder} cannot be written into ({exc.strerror or exc}): choose a folder you can "
+                         "write to") from exc
 
 
 class Trainer:
