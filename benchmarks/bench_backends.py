@@ -54,7 +54,6 @@ class Runner:
     logits: Callable[[np.ndarray], object]
     probs: Callable[[np.ndarray], np.ndarray]
     size_mb: float | None = None
-    detail: str = ""
 
 
 class TorchBackend:

@@ -25,7 +25,6 @@ class TensorRTClassifier(BatchedClassifier):
             raise FerError(f"model file not found: {self.path}")
         self.spec, self.build = read_engine_sidecar(self.path)
         trt = import_tensorrt()
-        self._trt = trt
         logger = trt.Logger(trt.Logger.WARNING)
         self.engine = trt.Runtime(logger).deserialize_cuda_engine(self.path.read_bytes())
         key = self.build.get("key", self.build)  # engines built before the build key recorded these at the top
