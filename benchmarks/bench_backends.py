@@ -16,10 +16,13 @@ import numpy as np
 
 from .environment import cpu_has_bf16
 
-# The largest batch timed on the CPU, in input pixels (faces × height × width): 32 faces at ConvNeXt-V2's
-# 384×384, so that the large models stay within fer-bench's memory budget (README: under 4 GB for
-# --all-models); 48×48 faces are never capped in practice (2,048 of them fit).
-CPU_BATCH_PIXELS = 32 * 384 * 384
+# The largest batch timed on the CPU, in input pixels (faces × height × width): 16 faces at ConvNeXt-V2's
+# 384×384, 47 at 224×224. onnxruntime's fp32 ConvNeXt-V2 alone peaked at 3.7 GB resident at batch 32 and
+# 2.0 GB at 16 (its memory arena and planned buffers), which with fer-bench's own ~1.5 GB went past the
+# 4 GB that --all-models keeps under (README). 48×48 faces are never capped in practice (1,024 fit).
+CPU_BATCH_PIXELS = 16 * 384 * 384
+# Faces per call of the accuracy pass, in pixels: 256 faces at 48×48.
+ACCURACY_BATCH_PIXELS = 256 * 48 * 48
 
 
 def cpu_batch_limit(spec) -> int:
@@ -30,7 +33,8 @@ def cpu_batch_limit(spec) -> int:
 
 def accuracy_batch(spec) -> int:
     """Faces per call of the accuracy pass: 256 at 48×48, 11 at 224×224, 4 at 384×384."""
-    return max(1, min(256, cpu_batch_limit(spec) // 8))
+    height, width = spec.image_size
+    return max(1, min(256, ACCURACY_BATCH_PIXELS // (height * width)))
 
 
 @dataclass
@@ -127,7 +131,7 @@ class OnnxBackend:
         classifier = OnnxClassifier(path, providers=[self.provider], threads=threads)
         batch = accuracy_batch(case.spec)
         return Runner(classifier.predict_logits, lambda faces: classifier.predict_probs(faces, batch_size=batch),
-                      path.stat().st_size / 1e6, str(path))
+                      path.stat().st_size / 1e6)
 
 
 class TensorRTBackend:
@@ -155,8 +159,9 @@ class TensorRTBackend:
                        if self.precision == "int8" else None)
         engine = build_engine(request, case.spec, calibration)
         classifier = TensorRTClassifier(engine)
-        return Runner(classifier.predict_logits, lambda faces: classifier.predict_probs(faces),
-                      engine.stat().st_size / 1e6, str(engine))
+        batch = accuracy_batch(case.spec)
+        return Runner(classifier.predict_logits, lambda faces: classifier.predict_probs(faces, batch_size=batch),
+                      engine.stat().st_size / 1e6)
 
 
 def onnx_file(case: Case, precision: str) -> Path:

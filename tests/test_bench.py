@@ -194,7 +194,7 @@ def test_batches_above_the_cpu_limit_are_rows_that_say_why(tmp_path, monkeypatch
     from fer_engine.benchmarks import bench_backends
     from fer_engine.spec import ModelSpec
 
-    assert [bench_backends.cpu_batch_limit(ModelSpec("m", image_size=(s, s))) for s in (384, 224, 48)] == [32, 94, 2048]
+    assert [bench_backends.cpu_batch_limit(ModelSpec("m", image_size=(s, s))) for s in (384, 224, 48)] == [16, 47, 1024]
     assert [bench_backends.accuracy_batch(ModelSpec("m", image_size=(s, s))) for s in (384, 224, 48)] == [4, 11, 256]
     monkeypatch.setattr(bench_backends, "CPU_BATCH_PIXELS", 2 * 48 * 48)
     assert fer_bench(tiny_run(tmp_path, "--batch-sizes", "1,2,3")) == 0
