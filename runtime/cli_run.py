@@ -38,10 +38,8 @@ PROG = "fer-run"
 log = logging.getLogger("fer_engine.runtime")
 
 
-# Library errors name the field; the CLI says the flag.
-FLAGS = {"detect_every": "--detect-every", "max_batch": "--max-batch", "max_wait_ms": "--max-wait-ms",
-         "detector_threads": "--detector-threads", "smooth": "--smooth", "stop_timeout": "--stop-timeout",
-         "reconnect_timeout": "--reconnect-timeout", "scale": "--detect-scale"}
+# Library errors name the field (FieldError); run_cli shows the option, --FIELD unless named here.
+OPTIONS = {"scale": "--detect-scale"}
 
 
 def detect_scale(text: str) -> float:
@@ -242,11 +240,6 @@ class StopSignals:
         return 128 + self.received[0] if self.received else 0
 
 
-def in_flag_terms(error: FerError) -> FerError:
-    field, _, rest = str(error).partition(" ")
-    return FerError(f"{FLAGS[field]} {rest}") if field in FLAGS else error
-
-
 class Window:
     """A window per source on the main thread (OpenCV's GUI wants that); q or Esc asks the pipeline to stop."""
 
@@ -273,7 +266,7 @@ class Window:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return run_cli(lambda: run(args), PROG)
+    return run_cli(lambda: run(args), PROG, OPTIONS)
 
 
 def run(args) -> int:
@@ -292,8 +285,6 @@ def run(args) -> int:
     with StopSignals() as stops:
         try:
             stops.pipeline = Pipeline(specs, pipeline_config(args, display))
-        except FerError as exc:
-            raise in_flag_terms(exc) from None
         except StoppedBeforeStart:
             log.warning("%s: stopped before the run started; nothing was written", stops.first)
             return stops.exit_code

@@ -18,7 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from fer_engine.errors import FerError
+from fer_engine.errors import FerError, FieldError
 from fer_engine.spec import did_you_mean
 
 from .results import Detections
@@ -169,5 +169,5 @@ def create_detector(config: DetectorConfig):
         raise FerError(f"unknown detector '{config.name}' (choose from {', '.join(DETECTORS)})."
                        + did_you_mean(config.name, DETECTORS))
     if not 0.05 <= config.scale <= 4:
-        raise FerError(f"scale must be between 0.05 and 4, got {config.scale}")
+        raise FieldError("scale", f"must be between 0.05 and 4, got {config.scale}")
     return DETECTORS[config.name](config)

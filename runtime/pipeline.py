@@ -30,7 +30,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from fer_engine.errors import FerError
+from fer_engine.errors import FerError, FieldError
 
 from .recognizer import Recognizer, RecognizerConfig
 from .render import Annotator
@@ -66,17 +66,17 @@ class PipelineConfig:
 
     def __post_init__(self) -> None:
         if self.detect_every < 1:
-            raise FerError(f"detect_every must be 1 or more, got {self.detect_every}")
+            raise FieldError("detect_every", f"must be 1 or more, got {self.detect_every}")
         if self.max_batch < 1:
-            raise FerError(f"max_batch must be 1 or more, got {self.max_batch}")
+            raise FieldError("max_batch", f"must be 1 or more, got {self.max_batch}")
         if self.max_wait_ms < 0:
-            raise FerError(f"max_wait_ms cannot be negative, got {self.max_wait_ms}")
+            raise FieldError("max_wait_ms", f"cannot be negative, got {self.max_wait_ms}")
         if self.detector_threads is not None and self.detector_threads < 1:
-            raise FerError(f"detector_threads must be 1 or more, got {self.detector_threads}")
+            raise FieldError("detector_threads", f"must be 1 or more, got {self.detector_threads}")
         if not 0.0 <= self.smooth < 1.0:
-            raise FerError(f"smooth must be in [0, 1), got {self.smooth}")
+            raise FieldError("smooth", f"must be in [0, 1), got {self.smooth}")
         if self.stop_timeout < 0:
-            raise FerError(f"stop_timeout cannot be negative, got {self.stop_timeout}")
+            raise FieldError("stop_timeout", f"cannot be negative, got {self.stop_timeout}")
 
     def thread_split(self, cores: int | None = None) -> tuple[int, int]:
         """(detector threads, classifier threads) for this many cores."""

@@ -21,7 +21,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from fer_engine.errors import FerError
+from fer_engine.errors import FerError, FieldError
 
 from .stats import SourceSummary
 
@@ -186,7 +186,7 @@ class StreamSource(CaptureSource):
     def __init__(self, url: str, reconnect_timeout: float = 60.0, max_backoff: float = 10.0,
                  first_backoff: float = 0.5):
         if reconnect_timeout < 0:
-            raise FerError(f"reconnect_timeout cannot be negative, got {reconnect_timeout}")
+            raise FieldError("reconnect_timeout", f"cannot be negative, got {reconnect_timeout}")
         self.reconnect_timeout, self.max_backoff, self.first_backoff = reconnect_timeout, max_backoff, first_backoff
         self.reconnects = 0
         self.seconds_without_frames = 0.0
