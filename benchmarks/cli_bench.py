@@ -303,7 +303,8 @@ def write_png(rows: list[Row], path: Path) -> None:
         right.barh(y, [rate.get((m, b, batch), 0) for m, b in groups], height=height, label=f"batch {batch}")
     right.set_yticks(range(len(groups)), [f"{m} {b}" for m, b in groups], fontsize=8)
     right.invert_yaxis()
-    right.legend(fontsize=8)
+    if batches:  # a run stopped before its first row still writes a (blank) figure
+        right.legend(fontsize=8)
     right.set(xlabel="faces/s (log)", title="throughput per model and backend", xscale="log")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
