@@ -90,6 +90,7 @@ def comma_separated(item_type: Callable[[str], object]):
         return [item_type(item) for item in items]
 
     parse.__name__ = "comma-separated list"
+    parse.item_type = item_type  # type: ignore[attr-defined]
     return parse
 
 
