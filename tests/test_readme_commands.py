@@ -41,6 +41,12 @@ COMMANDS = {
     "fer-bench --pipeline --data fer2013.csv.gz": ([], ["--quick"]),
     "fer-bench --peers --data fer2013.csv.gz": ([], []),
     "python -m fer_engine.benchmarks.gpu_check --data fer2013.csv.gz --out gpu-check": None,  # a GPU machine's check
+    # Bringing in other emotion models: the hub, or a real fine-tune downloaded from it (a tiny random one
+    # would not pass the trained thresholds of fer-export's verification).
+    "fer-export --model vit --int8": None,
+    "fer-eval --model vit --data fer2013.csv.gz": None,
+    "fer-eval --model vit --pretrained ./vit-fer --data fer2013.csv.gz --split PrivateTest": ([], []),
+    "fer-export --model vit --pretrained ./vit-fer --int8 --out exports/vit": None,
 }
 RUN = [c for c, how in COMMANDS.items() if isinstance(how, tuple)]
 
@@ -100,10 +106,11 @@ def run_command(command: str, replacements=(), extra=()) -> int:
 @pytest.mark.slow
 @pytest.mark.parametrize("command", RUN)
 def test_cheap_readme_commands_run(command, readme_folder):
-    if "./vit-base" in command:
-        from fer_engine.train.models import create_model
+    for folder in ("vit-base", "vit-fer"):  # a local Hugging Face folder (tiny; its labels are the emotions)
+        if f"./{folder}" in command:
+            from fer_engine.train.models import create_model
 
-        create_model("vit", from_config="tiny").module.hf.save_pretrained(str(readme_folder / "vit-base"))
+            create_model("vit", from_config="tiny").module.hf.save_pretrained(str(readme_folder / folder))
     replacements, extra = COMMANDS[command]
     assert run_command(command, replacements, extra) == 0
     if "--json eval.json" in command:
