@@ -335,10 +335,11 @@ def test_a_stop_signal_ends_a_run_waiting_for_its_stream(small_video, tmp_path, 
         assert time.monotonic() < deadline, run.stderr
         time.sleep(0.1)
     assert "giving up" not in run.stderr  # 0: no limit
+    time.sleep(1.0)  # well into the wait
     run.process.send_signal(signal.SIGTERM)
     sent = time.monotonic()
     assert run.wait(timeout=SLACK + 60) == 143, run.stderr
     assert run.time_of("stopped by SIGTERM") - sent < 4 + SLACK
     stats = json.loads((tmp_path / "stats.json").read_text())
     assert stats["stopped_by"] == "SIGTERM" and not stats["sources"][0]["gave_up"]
-    assert stats["sources"][0]["seconds_without_frames"] > 0
+    assert stats["sources"][0]["seconds_without_frames"] >= 0.9
