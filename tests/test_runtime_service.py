@@ -251,8 +251,9 @@ class StreamServer:
                 stdout=subprocess.DEVNULL, stderr=log)
         deadline = time.monotonic() + 60
         while not listening(self.port):
-            assert time.monotonic() < deadline and self.process.poll() is None, \
-                f"ffmpeg does not listen on {self.url}: {self.log.read_text()}"
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                self.stop()
+                raise AssertionError(f"ffmpeg does not listen on {self.url}: {self.log.read_text()}")
             time.sleep(0.05)
         return self
 
