@@ -132,5 +132,7 @@ def compact_state(source: Path, target: Path) -> Path:
             if (source / name).is_file():
                 shutil.copy2(source / name, tmp / name)
         write_state(tmp, state)
+        for written in tmp.iterdir():
+            written.chmod(0o644)  # safetensors writes 0600; the state is meant to be committed and shared
 
     return write_folder_atomically(target, fill)
