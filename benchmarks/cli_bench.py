@@ -18,7 +18,6 @@ import os
 import signal
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ import numpy as np
 
 from fer_engine.cli import comma_separated, excerpt, one_of, positive_float, positive_int, run_cli
 from fer_engine.errors import FerError
+from fer_engine.signals import StopSignalScope
 
 from .bench_backends import Case, accuracy_batch, all_backends, cpu_batch_limit
 from .environment import environment, format_environment
@@ -326,28 +326,13 @@ class Stopped(BaseException):
         self.signum = signum
 
 
-class StopOnSignals:
+class StopOnSignals(StopSignalScope):
     """SIGINT (Ctrl-C), SIGTERM and SIGHUP stop the measuring where it is; the rows done so far are then written.
     While the outputs are written (``writing()``), a signal is noted, not obeyed, so every file is whole."""
 
-    NAMES = ("SIGINT", "SIGTERM", "SIGHUP")  # SIGHUP does not exist on Windows
-
     def __init__(self):
-        self.received: list[int] = []
+        super().__init__()
         self._raising = True
-        self._previous: dict[int, object] = {}
-
-    def __enter__(self) -> "StopOnSignals":
-        if threading.current_thread() is threading.main_thread():  # Python sets handlers there only
-            for name in self.NAMES:
-                if hasattr(signal, name):
-                    number = getattr(signal, name)
-                    self._previous[number] = signal.signal(number, self._handle)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for number, handler in self._previous.items():
-            signal.signal(number, handler)
 
     def _handle(self, number: int, frame) -> None:
         self.received.append(number)

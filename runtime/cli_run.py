@@ -18,12 +18,12 @@ import logging
 import os
 import signal
 import sys
-import threading
 from pathlib import Path
 
 from fer_engine.cli import (non_negative_float, non_negative_int, positive_float, positive_int, run_cli,
                             unit_interval)
 from fer_engine.errors import FerError
+from fer_engine.signals import StopSignalScope
 
 from .backends import DEFAULT_MODEL
 from .detectors import DETECTORS, DetectorConfig
@@ -188,31 +188,16 @@ class StoppedBeforeStart(BaseException):
     """A stop signal while the sources open and the model loads: nothing is open for writing yet."""
 
 
-class StopSignals:
+class StopSignals(StopSignalScope):
     """SIGINT (Ctrl-C), SIGTERM (docker stop, systemd) and SIGHUP (the terminal or the service manager hung
     up) stop a run the same way: the first stops reading and lets the frames in flight be written (for at
     most the pipeline's stop_timeout); a second stops at once. Both close every output. Before the pipeline
     exists (``pipeline`` None) a signal ends the setup at once: a container's PID 1 would otherwise ignore
     SIGTERM while the model loads, and be killed after the grace period."""
 
-    NAMES = ("SIGINT", "SIGTERM", "SIGHUP")  # SIGHUP does not exist on Windows
-
     def __init__(self, pipeline: Pipeline | None = None):
+        super().__init__()
         self.pipeline = pipeline
-        self.received: list[int] = []
-        self._previous: dict[int, object] = {}
-
-    def __enter__(self) -> "StopSignals":
-        if threading.current_thread() is threading.main_thread():  # Python sets handlers there only
-            for name in self.NAMES:
-                if hasattr(signal, name):
-                    number = getattr(signal, name)
-                    self._previous[number] = signal.signal(number, self._handle)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for number, handler in self._previous.items():
-            signal.signal(number, handler)
 
     def _handle(self, number: int, frame) -> None:
         self.received.append(number)
