@@ -7,6 +7,7 @@ import signal
 import sys
 
 from fer_engine.cli import non_negative_float, non_negative_int, positive_float, positive_int, run_cli, unit_interval
+from fer_engine.signals import StopSignalScope
 
 
 
@@ -65,6 +66,24 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class StopTraining(StopSignalScope):
+    """The first signal asks the trainer to stop after its current step and save its state; a second one
+    stops at once, as the default handler would."""
+
+    def __init__(self, trainer):
+        super().__init__()
+        self.trainer = trainer
+
+    def _handle(self, number: int, frame) -> None:
+        if self.received:
+            raise KeyboardInterrupt
+        self.received.append(number)
+        name = signal.Signals(number).name
+        self.trainer.request_stop(name)
+        print(f"\nfer-train: {name}: stopping after this step and saving the state "
+              f"(again to stop at once, losing this epoch)", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
@@ -94,20 +113,8 @@ def main(argv: list[str] | None = None) -> int:
             tune_bias=args.tune_bias, augment=args.augment, ema=args.ema,
             new_head=args.new_head)
         trainer = Trainer(cfg, resume=args.resume)
-        stop_signal: list[int] = []
-
-        def on_signal(signum, frame):
-            if stop_signal:  # a second signal: stop now, as the default handler would
-                raise KeyboardInterrupt
-            stop_signal.append(signum)
-            trainer.request_stop(signal.Signals(signum).name)
-            print(f"\nfer-train: {signal.Signals(signum).name}: stopping after this step and saving the state "
-                  f"(again to stop at once, losing this epoch)", file=sys.stderr)
-
-        for name in ("SIGINT", "SIGTERM", "SIGHUP"):
-            if hasattr(signal, name):
-                signal.signal(getattr(signal, name), on_signal)
-        result = trainer.run(max_minutes=args.max_minutes)
+        with StopTraining(trainer) as signals:
+            result = trainer.run(max_minutes=args.max_minutes)
         if args.compact_state:
             from pathlib import Path
 
@@ -116,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             folder = compact_state(trainer.out / "last", Path(args.compact_state))
             print(f"compact state: {folder}")
         if "stopped" in result:
-            return 128 + stop_signal[0] if stop_signal else 0
+            return 128 + signals.received[0] if signals.received else 0
         print(f"checkpoint: {trainer.out / 'best'}")
         return 0
 

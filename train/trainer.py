@@ -413,7 +413,7 @@ class Trainer:
     def _end_epoch(self, epoch: int, loss_sum: float, correct: int, seen: int, train_time: float, started: float) -> dict:
         cfg = self.cfg
         report, val_loss = evaluate_split(self.module, self.built.spec, self.val_split, self.device, cfg.eval_batch_size)
-        ema_report = None
+        ema_report = ema_module = None
         if self.ema is not None:
             ema_module = self.ema.module_like(self.module)
             ema_report, _ = evaluate_split(ema_module, self.built.spec, self.val_split, self.device, cfg.eval_batch_size)
@@ -438,7 +438,7 @@ class Trainer:
                  f"macro-F1 {report.macro_f1 * 100:.2f}%, {record['images_per_s']:.0f} img/s, "
                  f"{record['epoch_time_s']:.0f} s" + (f"  * best ({weights})" if improved else ""))
         if improved:
-            module = self.module if weights == "raw" else self.ema.module_like(self.module)
+            module = self.module if weights == "raw" else ema_module  # already holds this epoch's average
             save_checkpoint(self.out / "best", BuiltModel(module, self.built.spec, self.built.arch), self._metrics())
         return record
 
