@@ -79,12 +79,15 @@ def seed_loop(video: Path, recognizer: Recognizer) -> tuple[Row, list[list[dict]
 def run_pipeline(video: Path, config: PipelineConfig, out_dir: Path, render_video: bool,
                  recognizer: Recognizer | None = None) -> tuple[Row, list[list[dict]]]:
     records: list[list[dict]] = []
-    pipeline = Pipeline([SourceSpec("video", str(video))], config, recognizer=recognizer)
-    sinks = [JsonlWriter(out_dir / "bench.jsonl")]
-    if render_video:
-        sinks.append(VideoWriter(out_dir / "bench.mp4", pipeline.sources[0].fps))
-    pipeline.sinks = {0: sinks}
-    pipeline.on_result = lambda result: records.append([f.to_dict() for f in result.faces])
+
+    def open_sinks(sources, spec) -> dict[int, list]:
+        sinks = [JsonlWriter(out_dir / "bench.jsonl")]
+        if render_video:
+            sinks.append(VideoWriter(out_dir / "bench.mp4", sources[0].fps))
+        return {0: sinks}
+
+    pipeline = Pipeline([SourceSpec("video", str(video))], config, sinks=open_sinks, recognizer=recognizer,
+                        on_result=lambda result: records.append([f.to_dict() for f in result.faces]))
     summary = pipeline.run()
     return Row("", summary.fps, summary.frames, latency_ms=summary.latency_ms), records
 

@@ -19,18 +19,20 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import Callable
 
 from fer_engine.cli import (non_negative_float, non_negative_int, positive_float, positive_int, run_cli,
                             unit_interval)
 from fer_engine.errors import FerError
 from fer_engine.signals import StopSignalScope
+from fer_engine.spec import ModelSpec
 
 from .backends import DEFAULT_MODEL
 from .detectors import DETECTORS, DetectorConfig
 from .paths import NamedPath, check_distinct, check_writable
 from .pipeline import Pipeline, PipelineConfig
 from .recognizer import RecognizerConfig
-from .sources import SourceSpec, image_files
+from .sources import FrameSource, SourceSpec, image_files
 from .stats import Summary
 from .writers import CsvWriter, JsonlWriter, VideoWriter, per_source_path
 
@@ -155,17 +157,22 @@ def check_paths(args, n_sources: int) -> None:
         check_writable(output)
 
 
-def open_sinks(args, pipeline: Pipeline) -> dict[int, list]:
-    n = len(pipeline.sources)
+def sink_opener(args) -> Callable[[list[FrameSource], ModelSpec], dict[int, list]]:
+    """The pipeline opens the outputs once its sources are open (their frame rates known) and the model loaded."""
+    return lambda sources, spec: open_sinks(args, sources, spec.labels)
+
+
+def open_sinks(args, sources: list[FrameSource], labels: tuple[str, ...]) -> dict[int, list]:
+    n = len(sources)
     sinks: dict[int, list] = {i: [] for i in range(n)}
     try:
-        for i, source in enumerate(pipeline.sources):
+        for i, source in enumerate(sources):
             if args.json:
                 path = per_source_path(args.json, i, n)
                 sinks[i].append(JsonlWriter(path, label=f"{path} (--json)"))
             if args.csv:
                 path = per_source_path(args.csv, i, n)
-                sinks[i].append(CsvWriter(path, pipeline.recognizer.spec.labels, label=f"{path} (--csv)"))
+                sinks[i].append(CsvWriter(path, labels, label=f"{path} (--csv)"))
             if args.output and not args.no_render:
                 path = per_source_path(args.output, i, n)
                 sinks[i].append(VideoWriter(path, source.fps, label=f"{path} (--output)"))
@@ -269,16 +276,16 @@ def run(args) -> int:
     check_paths(args, len(specs))
     with StopSignals() as stops:
         try:
-            stops.pipeline = Pipeline(specs, pipeline_config(args, display))
+            stops.pipeline = Pipeline(specs, pipeline_config(args, display), sinks=sink_opener(args))
         except StoppedBeforeStart:
             log.warning("%s: stopped before the run started; nothing was written", stops.first)
             return stops.exit_code
         pipeline = stops.pipeline
         try:
-            pipeline.sinks = open_sinks(args, pipeline)
             window = Window(pipeline) if display else None
         except BaseException:
             pipeline.close_sources()
+            pipeline.close_sinks()
             raise
         log.info("%s", pipeline.summary.description)
         for i, source in enumerate(pipeline.sources):

@@ -1,4 +1,5 @@
-"""Detect, crop and classify faces in one image: the synchronous core that the pipeline's stages share.
+"""Detect, crop and classify faces in one image. It owns the model and the detector; the pipeline's stages
+use its parts (``classify``, ``crop``, ``detector_pool``), each on its own thread.
 
     from fer_engine.runtime import Recognizer
     faces = Recognizer().predict(cv2.imread("photo.jpg"))   # -> list[Face]
@@ -45,6 +46,10 @@ class Recognizer:
         detector = self.detector.name + (f" ({self.detector.model.name})" if hasattr(self.detector, "model") else "")
         return (f"model {self.classifier.description}; detector {detector} at scale {self.config.detector.scale}"
                 + ("; aligned crops" if self.config.align else ""))
+
+    def detector_pool(self, size: int) -> list:
+        """``size`` detectors for parallel workers: this one and clones (a detector is not shared between threads)."""
+        return [self.detector] + [self.detector.clone() for _ in range(size - 1)]
 
     def detect(self, image: np.ndarray) -> Detections:
         return self.detector.detect(image)

@@ -23,7 +23,7 @@ from fer_engine.runtime.cli_run import main as fer_run
 from fer_engine.runtime.crops import crop_face, square_region
 from fer_engine.runtime.detectors import DetectorConfig, create_detector
 from fer_engine.runtime.providers import choose_providers
-from fer_engine.runtime.pipeline import END, FrameMux
+from fer_engine.runtime.scheduling import END, FrameMux, Stops
 from fer_engine.runtime.sources import Frame, FrameSource
 from fer_engine.runtime.tracking import Tracker, iou_matrix
 from fer_engine.benchmarks.face_video import drawn_faces, make_face_video
@@ -282,7 +282,7 @@ def frame(source: int, index: int) -> Frame:
 
 
 def test_live_sources_keep_only_the_newest_frame_and_count_drops():
-    mux = FrameMux([True], capacity=8, stopped=threading.Event())
+    mux = FrameMux([True], capacity=8, stops=Stops())
     for i in range(5):
         assert mux.put(0, frame(0, i))
     assert mux.get().index == 4 and mux.dropped == [4]
@@ -291,8 +291,7 @@ def test_live_sources_keep_only_the_newest_frame_and_count_drops():
 
 
 def test_file_sources_wait_instead_of_dropping():
-    stopped = threading.Event()
-    mux = FrameMux([False], capacity=2, stopped=stopped)
+    mux = FrameMux([False], capacity=2, stops=Stops())
     mux.put(0, frame(0, 0))
     mux.put(0, frame(0, 1))
     writer = threading.Thread(target=mux.put, args=(0, frame(0, 2)))

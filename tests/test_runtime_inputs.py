@@ -181,13 +181,14 @@ class FillingFile:
 
 def test_a_write_failing_mid_run_leaves_the_other_outputs_complete(video, tmp_path):
     config = PipelineConfig(recognizer=RecognizerConfig(detector=DetectorConfig("haar")), render=True)
-    pipeline = Pipeline([SourceSpec("video", str(video))], config)
     mp4, jsonl, csv_path = tmp_path / "out.mp4", tmp_path / "out.jsonl", tmp_path / "out.csv"
-    video_out = VideoWriter(mp4, pipeline.sources[0].fps)
-    json_out = JsonlWriter(jsonl)
-    csv_out = CsvWriter(tmp_path / "out.csv", label="faces.csv (--csv)")
-    csv_out.file.handle = FillingFile(csv_out.file.handle, room=csv_out.file.size + 900)  # dies mid-row
-    pipeline.sinks = {0: [video_out, json_out, csv_out]}
+
+    def open_sinks(sources, spec):
+        csv_out = CsvWriter(csv_path, spec.labels, label="faces.csv (--csv)")
+        csv_out.file.handle = FillingFile(csv_out.file.handle, room=csv_out.file.size + 900)  # dies mid-row
+        return {0: [VideoWriter(mp4, sources[0].fps), JsonlWriter(jsonl), csv_out]}
+
+    pipeline = Pipeline([SourceSpec("video", str(video))], config, sinks=open_sinks)
     with pytest.raises(FerError, match=r"^cannot write faces.csv \(--csv\): No space left on device"):
         pipeline.run()
     records = [json.loads(line) for line in jsonl.read_text().splitlines()]
