@@ -25,7 +25,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Mapping, Union
+from typing import Callable, Iterator, List, Mapping, Union
 
 from fer_engine.errors import FerError, FieldError
 from fer_engine.spec import ModelSpec
@@ -47,7 +47,7 @@ JOIN_GRACE = 1.5  # seconds all stages together get to exit after a hard stop
 
 # The outputs of each source (index → objects with ``write(result, image)`` and ``close()``), or a function
 # that opens them once the sources are open and the model is loaded (their frame rates and labels known).
-Sinks = Union[Mapping[int, list], Callable[[list[FrameSource], ModelSpec], Mapping[int, list]]]
+Sinks = Union[Mapping[int, list], Callable[[List[FrameSource], ModelSpec], Mapping[int, list]]]  # typing.List: Python 3.8 (JetPack 5)
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import json
 import os
 import textwrap
 from pathlib import Path
@@ -70,3 +71,53 @@ def import_blocker(*blocked: str) -> str:
                     raise ImportError(f"{{name}} is blocked: this must work without it", name=name)
         sys.meta_path.insert(0, Block())
     """)
+
+
+# ---- media for the runtime tests: generated videos with known faces ----------------------------------
+@pytest.fixture(scope="session")
+def publictest():
+    """FER2013's PublicTest split (skips without the data set)."""
+    if not FER2013.is_file():
+        pytest.skip(f"FER2013 not found at {FER2013}")
+    from fer_engine.train.data import load_fer2013
+
+    return load_fer2013(FER2013, cache=False).split("PublicTest")
+
+
+@pytest.fixture(scope="session")
+def fer_video(publictest, tmp_path_factory):
+    """A 40-frame video of PublicTest faces pasted at known places, and what was pasted per frame."""
+    from fer_engine.benchmarks.face_video import make_face_video
+
+    folder = tmp_path_factory.mktemp("video")
+    truth = make_face_video(folder / "faces.mp4", publictest.images, publictest.labels, frames=40, hold=10, seed=1)
+    return folder / "faces.mp4", truth
+
+
+@pytest.fixture(scope="session")
+def drawn_video(tmp_path_factory):
+    """A 12-frame video of drawn faces, for runs that need no FER2013."""
+    from fer_engine.benchmarks.face_video import drawn_faces, make_face_video
+
+    folder = tmp_path_factory.mktemp("drawn")
+    faces = drawn_faces(8)
+    make_face_video(folder / "drawn.mp4", faces, np.arange(8) % 7, frames=12, faces_per_frame=3)
+    return folder / "drawn.mp4"
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def match(truth_faces, detected) -> list[tuple[dict, object]]:
+    """Pairs (detection, truth) where the detection's centre lies in a pasted face."""
+    pairs = []
+    for face in detected:
+        x, y, w, h = face["box"]
+        cx, cy = x + w / 2, y + h / 2
+        for t in truth_faces:
+            tx, ty, side, _ = t.box
+            if tx <= cx <= tx + side and ty <= cy <= ty + side:
+                pairs.append((face, t))
+                break
+    return pairs
