@@ -31,6 +31,7 @@ from .backends import DEFAULT_MODEL
 from .detectors import DETECTORS, DetectorConfig
 from .paths import NamedPath, check_distinct, check_writable
 from .pipeline import Pipeline, PipelineConfig
+from .reclassify import POLICIES, ReclassifyPolicy
 from .recognizer import RecognizerConfig
 from .sources import FrameSource, SourceSpec, image_files
 from .stats import Summary
@@ -41,7 +42,7 @@ log = logging.getLogger("fer_engine.runtime")
 
 
 # Library errors name the field (FieldError); run_cli shows the option, --FIELD unless named here.
-OPTIONS = {"scale": "--detect-scale"}
+OPTIONS = {"scale": "--detect-scale", "max_age_ms": "--reclassify-age", "max_crop_change": "--reclassify-change"}
 
 
 def detect_scale(text: str) -> float:
@@ -90,7 +91,21 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--detect-scale", type=detect_scale, default=0.5,
                    help="detect on the frame scaled by this, 0.05 to 4 (default 0.5)")
     d.add_argument("--min-face", type=non_negative_int, default=24, help="smallest face side in pixels (default 24)")
-    d.add_argument("--detect-every", type=positive_int, default=1, help="detect every Nth frame, reuse boxes in between")
+    d.add_argument("--detect-every", type=positive_int, default=1,
+                   help="detect every Nth frame; in between, tracked boxes move on at their velocity (default 1)")
+    d.add_argument("--redetect-change", type=non_negative_float, default=PipelineConfig.redetect_change, metavar="D",
+                   help="with --detect-every: detect at once when a carried box's crop differs from the face detected "
+                        "there by more than D (mean difference of 8x8 normalised crops, in deviations; "
+                        "default %(default)s)")
+    policy = ReclassifyPolicy()
+    d.add_argument("--reclassify", choices=POLICIES, default=policy.mode,
+                   help="every: classify every face on every frame; changed: classify a tracked face again only "
+                        "when it moved, rescaled or changed, or after --reclassify-age (default %(default)s)")
+    d.add_argument("--reclassify-age", type=non_negative_float, default=policy.max_age_ms, metavar="MS",
+                   help="with --reclassify changed: classify a face again at least this often (default %(default)s)")
+    d.add_argument("--reclassify-change", type=non_negative_float, default=policy.max_crop_change, metavar="D",
+                   help="with --reclassify changed: classify again when the crop differs from the one last "
+                        "classified by more than D (as --redetect-change; default %(default)s)")
     d.add_argument("--align", action="store_true", help="rotate crops so the eyes are level (YuNet landmarks)")
     d.add_argument("--smooth", type=unit_interval, default=0.5,
                    help="per-track smoothing of probabilities, 0 = raw, below 1 (default 0.5)")
@@ -316,7 +331,10 @@ def pipeline_config(args, display: bool) -> PipelineConfig:
         recognizer=RecognizerConfig(
             model=args.model, providers=providers, threads=args.threads, align=args.align,
             detector=DetectorConfig(args.detector, args.detector_model, args.detect_scale, args.min_face)),
-        detect_every=args.detect_every, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
+        detect_every=args.detect_every, redetect_change=args.redetect_change,
+        reclassify=ReclassifyPolicy(args.reclassify, max_age_ms=args.reclassify_age,
+                                    max_crop_change=args.reclassify_change),
+        max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
         smooth=args.smooth, render=not args.no_render and bool(args.output or display), realtime=args.realtime,
         detector_threads=args.detector_threads, stop_timeout=args.stop_timeout)
 

@@ -30,6 +30,7 @@ from typing import Callable, Iterator, List, Mapping, Union
 from fer_engine.errors import FerError, FieldError
 from fer_engine.spec import ModelSpec
 
+from .reclassify import ReclassifyPolicy
 from .recognizer import Recognizer, RecognizerConfig
 from .results import FrameResult
 from .scheduling import END, POLL, Channel, FrameMux, StageThreads, Stops
@@ -53,7 +54,11 @@ Sinks = Union[Mapping[int, list], Callable[[List[FrameSource], ModelSpec], Mappi
 @dataclass(frozen=True)
 class PipelineConfig:
     recognizer: RecognizerConfig = field(default_factory=RecognizerConfig)
-    detect_every: int = 1  # run the detector on every Nth frame of a source; reuse its boxes in between
+    detect_every: int = 1  # run the detector on every Nth frame of a source; carry its tracks' boxes in between
+    # A carried box whose crop differs from the face detected there by more than this (the crop signatures of
+    # tracking.py) makes its frame a detection frame: the face moved otherwise than its track predicted.
+    redetect_change: float = 0.5
+    reclassify: ReclassifyPolicy = field(default_factory=ReclassifyPolicy)
     max_batch: int = 32
     max_wait_ms: float = 2.0  # how long a batch waits for more faces once it has some
     smooth: float = 0.5  # per-track weight of past probabilities; 0 = raw per-frame output
@@ -70,6 +75,8 @@ class PipelineConfig:
     def __post_init__(self) -> None:
         if self.detect_every < 1:
             raise FieldError("detect_every", f"must be 1 or more, got {self.detect_every}")
+        if self.redetect_change < 0:
+            raise FieldError("redetect_change", f"cannot be negative, got {self.redetect_change}")
         if self.max_batch < 1:
             raise FieldError("max_batch", f"must be 1 or more, got {self.max_batch}")
         if self.max_wait_ms < 0:
@@ -175,7 +182,8 @@ class Pipeline:
                           for i, source in enumerate(self.sources)]
         detect = DetectStage(self._detectors, self.detector_threads, self.recognizer.crop, self._mux, to_infer, stops,
                              self.times, detect_every=config.detect_every, independent=independent,
-                             keep_images=config.render)
+                             keep_images=config.render, reclassify=config.reclassify,
+                             redetect_change=config.redetect_change)
         self._infer = InferStage(self.recognizer.classify, to_infer, to_track, self.times,
                                  max_batch=config.max_batch, max_wait_ms=config.max_wait_ms)
         track = TrackStage(to_track, to_write, self.times, labels=self.recognizer.spec.labels,

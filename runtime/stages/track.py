@@ -1,4 +1,4 @@
-"""Track and render: faces get track ids and smoothed probabilities per source, frames their overlay."""
+"""Smooth and render: tracked faces get smoothed probabilities, frames their overlay."""
 
 from __future__ import annotations
 
@@ -11,18 +11,19 @@ from ..render import Annotator
 from ..results import Face, FrameResult, faces_from_probs
 from ..scheduling import END, Channel
 from ..stats import StageTimes
-from ..tracking import Tracker
+from ..smoothing import Smoother
 
 
 class TrackStage:
-    """One tracker per source, except ``independent`` ones (unrelated photos: no tracks, nothing carried over).
-    With ``render``, each frame that kept its image is annotated, with the run's frame rate and latency."""
+    """Track ids come from the detect stage; here each source's tracks get their probabilities smoothed, except
+    ``independent`` sources (unrelated photos: no tracks, nothing carried over). With ``render``, each frame
+    that kept its image is annotated, with the run's frame rate and latency."""
 
     def __init__(self, inbox: Channel, out: Channel, times: StageTimes, *, labels: tuple[str, ...],
                  independent: list[bool], smooth: float, render: bool):
         self.inbox, self.out, self.times = inbox, out, times
         self.labels, self.independent, self.smooth, self.render = labels, independent, smooth, render
-        self._trackers: dict[int, Tracker] = {}
+        self._smoothers: dict[int, Smoother] = {}
         self._annotator = Annotator()
         self._frames_seen: deque = deque(maxlen=30)
         self._fps = 0.0
@@ -51,10 +52,11 @@ class TrackStage:
         if self.independent[frame.source]:
             faces: list[Face] = faces_from_probs(work.detections, probs, self.labels)
         else:
-            tracker = self._trackers.setdefault(frame.source, Tracker(self.smooth))
-            track_ids, smoothed = tracker.update(work.detections.boxes, probs)
+            smoother = self._smoothers.setdefault(frame.source, Smoother(self.smooth))
+            smoothed = smoother.update(work.track_ids, work.classified, probs)
+            smoother.forget(work.ended)
             faces = faces_from_probs(work.detections, smoothed, self.labels)
-            for face, track in zip(faces, track_ids):
+            for face, track in zip(faces, work.track_ids):
                 face.track = track
         return FrameResult(frame.index, frame.time, frame.source, faces, frame.name)
 
