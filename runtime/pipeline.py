@@ -133,6 +133,7 @@ class Pipeline:
         self._captures: list[CaptureStage] = []
         self._capture_threads: list[threading.Thread] = []
         self._write_thread: threading.Thread | None = None
+        self._detect: DetectStage | None = None
         self._infer: InferStage | None = None
         self._writer: WriteStage | None = None
         self._results: Channel | None = None
@@ -180,7 +181,7 @@ class Pipeline:
         independent = [source.independent for source in self.sources]
         self._captures = [CaptureStage(i, source, self._mux, stops, config.realtime)
                           for i, source in enumerate(self.sources)]
-        detect = DetectStage(self._detectors, self.detector_threads, self.recognizer.crop, self._mux, to_infer, stops,
+        self._detect = DetectStage(self._detectors, self.detector_threads, self.recognizer.crop, self._mux, to_infer, stops,
                              self.times, detect_every=config.detect_every, independent=independent,
                              keep_images=config.render, reclassify=config.reclassify,
                              redetect_change=config.redetect_change)
@@ -191,7 +192,7 @@ class Pipeline:
         self._writer = WriteStage(to_write, self.sinks, self.times, self.display_slot,
                                   results=self._results, on_result=self.on_result)
         self._capture_threads = [self._stages.add(f"capture-{c.index}", c.run) for c in self._captures]
-        for name, loop in detect.workers():
+        for name, loop in self._detect.workers():
             self._stages.add(name, loop)
         self._stages.add("infer", self._infer.run)
         self._stages.add("track", track.run)
@@ -227,6 +228,7 @@ class Pipeline:
         summary.seconds = time.perf_counter() - self._started
         summary.frames, summary.faces = self._writer.frames, self._writer.faces
         summary.batches, summary.batched_faces = self._infer.calls, self._infer.faces
+        summary.detected_frames = self._detect.detected_frames
         summary.dropped = sum(self._mux.dropped)
         summary.corrupt = sum(source.corrupt for source in self.sources)
         summary.sources = [source.summary() for source in self.sources]

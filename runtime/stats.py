@@ -77,7 +77,8 @@ class Summary:
     corrupt: int = 0  # unreadable frames or images skipped
     seconds: float = 0.0
     batches: int = 0
-    batched_faces: int = 0
+    batched_faces: int = 0  # faces classified: all of them, unless a re-classification policy skipped some
+    detected_frames: int = 0  # frames the detector ran on: all of them, unless --detect-every carried boxes
     latency_ms: dict[str, dict[str, float]] = field(default_factory=dict)
     description: str = ""
     sources: list[SourceSummary] = field(default_factory=list)
@@ -93,14 +94,25 @@ class Summary:
         return {**ended, "frames": self.frames, "faces": self.faces, "dropped": self.dropped, "corrupt": self.corrupt,
                 "seconds": round(self.seconds, 3), "fps": round(self.fps, 1), "batches": self.batches,
                 "mean_batch": round(self.batched_faces / self.batches, 2) if self.batches else 0.0,
+                "classified_faces": self.batched_faces, "detected_frames": self.detected_frames,
                 "latency_ms": {k: {q: round(v, 2) for q, v in d.items()} for k, d in self.latency_ms.items()},
                 "description": self.description, "sources": [source.to_dict() for source in self.sources]}
+
+    def _skipped(self) -> str:
+        """What the re-classification policy and --detect-every saved, when they saved something."""
+        parts = []
+        if self.batched_faces < self.faces:
+            parts.append(f"{self.batched_faces} of {self.faces} faces classified")
+        if self.detected_frames < self.frames:
+            parts.append(f"{self.detected_frames} of {self.frames} frames detected")
+        return "; " + ", ".join(parts) if parts else ""
 
     def format(self) -> str:
         mean_batch = self.batched_faces / self.batches if self.batches else 0.0
         lines = [f"{self.frames} frames, {self.faces} faces, {self.dropped} dropped, {self.corrupt} unreadable "
                  f"in {self.seconds:.1f} s: {self.fps:.1f} frames/s; {self.batches} inference calls "
-                 f"(mean batch {mean_batch:.1f} faces)" + (f"; stopped by {self.stopped_by}" if self.stopped_by else "")]
+                 f"(mean batch {mean_batch:.1f} faces)" + self._skipped()
+                 + (f"; stopped by {self.stopped_by}" if self.stopped_by else "")]
         lines += [source.format(i) for i, source in enumerate(self.sources) if source.notable()]
         if self.latency_ms:
             lines.append("latency ms  " + "  ".join(f"{stage} p50 {d['p50']:.1f} / p99 {d['p99']:.1f}"

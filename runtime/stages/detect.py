@@ -65,6 +65,7 @@ class DetectStage:
         self._signatures = reclassify.mode != "every" or detect_every > 1
         self._turns = Turns(len(detectors))
         self._sources: dict[int, SourceFaces] = {}
+        self.detected_frames = 0
 
     def workers(self) -> list[tuple[str, Callable[[], None]]]:
         """(thread name, loop) for each worker."""
@@ -102,6 +103,7 @@ class DetectStage:
     def _in_turn(self, frame: Frame, detections: Detections | None, detector) -> Work:
         """Track ids, carried boxes and the faces to classify: one frame at a time, in capture order."""
         if self.independent[frame.source]:  # unrelated photos: each detected, every face classified
+            self.detected_frames += 1
             crops = self.crop(frame.image, detections)
             return Work(frame, detections, crops, np.ones(len(crops), bool))
         faces = self._sources.setdefault(frame.source, SourceFaces(self.reclassify))
@@ -116,6 +118,7 @@ class DetectStage:
         if track_ids is None:
             if detections is None:  # the first frame of a source, or a carried box lost its face
                 detections = detector.detect(frame.image)
+            self.detected_frames += 1
             track_ids, ended = tracker.update(detections, frame.time)
             crops = self.crop(frame.image, detections)
             signatures = crop_signatures(crops) if self._signatures else None
