@@ -23,6 +23,7 @@ import numpy as np
 
 from fer_engine.cli import non_negative_float, positive_int, run_cli
 from fer_engine.runtime import DetectorConfig, Pipeline, PipelineConfig, Recognizer, RecognizerConfig, SourceSpec
+from fer_engine.runtime.reclassify import ReclassifyPolicy
 from fer_engine.runtime.crops import crop_face, to_gray
 from fer_engine.runtime.preprocess import faces_to_pixel_values
 from fer_engine.runtime.writers import JsonlWriter, VideoWriter
@@ -77,7 +78,7 @@ def seed_loop(video: Path, recognizer: Recognizer) -> tuple[Row, list[list[dict]
 
 
 def run_pipeline(video: Path, config: PipelineConfig, out_dir: Path, render_video: bool,
-                 recognizer: Recognizer | None = None) -> tuple[Row, list[list[dict]]]:
+                 recognizer: Recognizer | None = None, summary_out: list | None = None) -> tuple[Row, list[list[dict]]]:
     records: list[list[dict]] = []
 
     def open_sinks(sources, spec) -> dict[int, list]:
@@ -89,6 +90,8 @@ def run_pipeline(video: Path, config: PipelineConfig, out_dir: Path, render_vide
     pipeline = Pipeline([SourceSpec("video", str(video))], config, sinks=open_sinks, recognizer=recognizer,
                         on_result=lambda result: records.append([f.to_dict() for f in result.faces]))
     summary = pipeline.run()
+    if summary_out is not None:
+        summary_out.append(summary)
     return Row("", summary.fps, summary.frames, latency_ms=summary.latency_ms), records
 
 
@@ -182,13 +185,7 @@ def bench(data: str | None, video: str | None, model: str | None, threads: int |
         f"thread(s) of {os.cpu_count()} cores; the seed-style loop's classifier: onnxruntime's default\n")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        if data:
-            from fer_engine.train.data import load_fer2013
-
-            split = load_fer2013(data, skip_bad_rows=skip_bad_rows).split("PublicTest")
-            faces, labels = split.images, split.labels
-        else:
-            faces, labels = drawn_faces(64), np.arange(64) % 7
+        faces, labels = _faces(data, skip_bad_rows)
         results = {} if results is None else results
         if video:
             path, truth = Path(video), None
@@ -214,6 +211,124 @@ def bench(data: str | None, video: str | None, model: str | None, threads: int |
     return results
 
 
+# The re-classification policies and detection between detections (issue 16), each against the every-frame run
+# on videos of moving, turning, changing faces: name, PipelineConfig changes (fer-run's defaults otherwise).
+POLICIES = [
+    ("every frame: detect + classify (fer-run's default)", {}),
+    ("--reclassify changed", {"reclassify": ReclassifyPolicy("changed")}),
+    ("--reclassify changed --reclassify-age 100", {"reclassify": ReclassifyPolicy("changed", max_age_ms=100)}),
+    ("--detect-every 2", {"detect_every": 2}),
+    ("--detect-every 3", {"detect_every": 3}),
+    ("--detect-every 3 --reclassify changed", {"detect_every": 3, "reclassify": ReclassifyPolicy("changed")}),
+]
+
+
+@dataclass
+class PolicyRow:
+    name: str
+    fps: float
+    frames: int
+    recall: float | None
+    agreement: float | None  # label agreement with the every-frame run, on faces both found
+    follow_added_ms: dict  # lag added to the every-frame run's in following a changed expression
+    classified: float  # share of faces classified
+    detected: float  # share of frames detected
+    latency_ms: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return self.__dict__.copy()
+
+
+def policy_rows(video: Path, truth, model: str | None, threads: int | None, out_dir: Path,
+                policies=POLICIES, rows: list | None = None) -> list[PolicyRow]:
+    """Each policy on ``video`` (``--json --no-render``, smoothing as fer-run's default), compared with the
+    first (every frame) by the measures of benchmarks/moving_faces.py."""
+    from .moving_faces import compare
+
+    rows = [] if rows is None else rows
+    reference = None
+    for name, changes in policies:
+        config = PipelineConfig(recognizer=RecognizerConfig(model=model, threads=threads), render=False, **changes)
+        summaries: list = []
+        row, records = run_pipeline(video, config, out_dir, False, summary_out=summaries)
+        summary = summaries[0]
+        reference = reference if reference is not None else records
+        measures = compare(truth, reference, records) if truth is not None else None
+        rows.append(PolicyRow(
+            name, row.fps, row.frames,
+            recall=measures["recall"]["candidate"] if measures else None,
+            agreement=measures["agreement"]["share"] if measures else None,
+            follow_added_ms=measures["follow"]["added_ms"] if measures else {},
+            classified=summary.batched_faces / max(summary.faces, 1),
+            detected=summary.detected_frames / max(summary.frames, 1), latency_ms=row.latency_ms))
+    return rows
+
+
+def realtime_row(video: Path, model: str | None, threads: int | None, out_dir: Path) -> Row:
+    """``--realtime`` on a 30 frames/s file: frames come at their pace, so end-to-end latency is what a live
+    camera would see."""
+    config = PipelineConfig(recognizer=RecognizerConfig(model=model, threads=threads), render=False, realtime=True)
+    row, _ = run_pipeline(video, config, out_dir, False)
+    row.name = "fer-run --realtime --json --no-render (frames at the video's rate)"
+    return row
+
+
+def policy_markdown(rows: list[PolicyRow], title: str) -> str:
+    lines = [f"### {title}", "",
+             "| configuration | frames/s | found | agreement with every frame | follow: added lag p90 / max ms "
+             "| faces classified | frames detected | p99 end-to-end ms |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        lag = r.follow_added_ms
+        follow = f"{lag['p90']:.0f} / {lag['max']:.0f}" if lag and lag.get("count") else ""
+        e2e = r.latency_ms.get("end-to-end")
+        p99 = f"{e2e['p99']:.0f}" if e2e else ""
+        lines.append(f"| {r.name} | {r.fps:,.1f} | {_share(r.recall)} | {_share(r.agreement)} | {follow} "
+                     f"| {r.classified:.0%} | {r.detected:.0%} | {p99} |")
+    return "\n".join(lines)
+
+
+def _share(value: float | None) -> str:
+    return f"{value:.1%}" if value is not None else ""
+
+
+def bench_policies(data: str | None, model: str | None, threads: int | None, frames: int = 300, out=print,
+                   results: dict | None = None, skip_bad_rows: bool = False, seed: int = 0) -> dict:
+    """The policies on two generated videos of moving, turning, changing faces: five at 640×480 and one at
+    1280×720 (PublicTest faces with FER2013, drawn faces without), then ``--realtime`` latency."""
+    from .moving_faces import make_moving_face_video, make_one_face_video
+
+    results = {} if results is None else results
+    faces, labels = _faces(data, skip_bad_rows)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        for key, maker, title in (("moving_five_faces_640x480", make_moving_face_video, "five moving faces, 640×480"),
+                                  ("moving_one_face_1280x720", make_one_face_video, "one moving face, 1280×720")):
+            video = tmp / f"{key}.mp4"
+            truth = maker(video, faces, labels, frames=frames, seed=seed)
+            rows: list[PolicyRow] = []
+            try:
+                policy_rows(video, truth, model, threads, tmp, rows=rows)
+            finally:
+                results[key] = [r.to_dict() for r in rows]
+            out("\n" + policy_markdown(rows, f"{title}: {frames} frames, {len(truth.changes)} expression changes"))
+        row = realtime_row(tmp / "moving_five_faces_640x480.mp4", model, threads, tmp)
+        results["realtime_five_faces"] = row.to_dict()
+        e2e = row.latency_ms.get("end-to-end", {})
+        out(f"\n{row.name}: end-to-end p50 {e2e.get('p50', 0):.1f} ms, p99 {e2e.get('p99', 0):.1f} ms, "
+            f"{row.frames} frames")
+    return results
+
+
+def _faces(data: str | None, skip_bad_rows: bool) -> tuple[np.ndarray, np.ndarray]:
+    if data:
+        from fer_engine.train.data import load_fer2013
+
+        split = load_fer2013(data, skip_bad_rows=skip_bad_rows).split("PublicTest")
+        return split.images, split.labels
+    return drawn_faces(64), np.arange(64) % 7
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", help="FER2013 csv(.gz): paste PublicTest faces (default: drawn faces)")
@@ -225,6 +340,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tilt", type=non_negative_float, default=0.0,
                         help="rotate pasted faces by up to ± this many degrees (default: 0)")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--policies", action="store_true",
+                        help="also the re-classification and detection policies on moving-face videos")
     parser.add_argument("--json", metavar="OUT", help="write the rows as JSON")
     return parser
 
@@ -247,6 +364,9 @@ def _main(args) -> int:
         check_data_path(args.data)
     results = bench(args.data, args.video, args.model, args.threads, args.quick, print, args.frames, args.tilt,
                     skip_bad_rows=args.skip_bad_rows)
+    if args.policies:
+        results["policies"] = bench_policies(args.data, args.model, args.threads, args.frames,
+                                             skip_bad_rows=args.skip_bad_rows)
     write_outputs([("--json", args.json, lambda path: path.write_text(json.dumps(results, indent=2)))])
     return 0
 
