@@ -90,7 +90,10 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         from fer_engine.errors import FerError
+        from fer_engine.formats import export_flags, selected_formats
         from fer_engine.outputs import check_outputs
+
+        from .job import ExportJob
 
         triton_options = _triton_options(args) if args.triton else None
         if args.from_file:
@@ -109,10 +112,14 @@ def main(argv: list[str] | None = None) -> int:
         check_outputs(folders={"--out": out, "--triton": args.triton})
         inputs = _read_inputs(args, needs_calibration=int8_mode == "static" or (args.tensorrt and args.int8))
         built, weights = _load_source(args)
-        if args.tensorrt:
-            _check_tensorrt(args, built, out)
+        job = ExportJob(built, out, args.opset, int8_mode or args.int8_mode, inputs.calibration,
+                        args.calibration_method, args.max_batch or DEFAULT_MAX_BATCH, args.dla_core)
+        formats = selected_formats(flag for flag in export_flags() if getattr(args, flag))
+        engines = [f for f in formats if f.kind == "tensorrt"]
+        if engines:
+            _check_tensorrt(job, engines)
         with _removed_if_left_empty(out):
-            return _export(args, built, weights, inputs, int8_mode, out, triton_options)
+            return _export(args, job, weights, inputs, formats, triton_options)
 
     return run_cli(body, "fer-export")
 
@@ -185,27 +192,22 @@ def _load_source(args) -> tuple[object, Weights]:
     return BuiltModel(ckpt.module, ckpt.spec, ckpt.arch), Weights(True, f"checkpoint {checkpoint}")
 
 
-def _check_tensorrt(args, built, out: Path) -> None:
+def _check_tensorrt(job, engines: list) -> None:
     """Print the trtexec commands, then refuse --tensorrt where TensorRT is missing, before any file is written."""
     from fer_engine.errors import FerError
     from fer_engine.runtime.cuda import import_tensorrt
 
-    from .tensorrt import trtexec_command
+    from .tensorrt import engine_request, trtexec_command
 
-    for precision in ["fp16"] + (["int8"] if args.int8 else []):
-        request = _engine_request(args, out / f"{built.spec.model}.onnx", out, precision)
-        placeholder = out / request.engine_name(built.spec, "XX")
-        print(f"TensorRT {precision}; the same with trtexec:\n  {trtexec_command(request, built.spec, placeholder)}")
+    spec = job.built.spec
+    for engine in engines:
+        request = engine_request(job, engine)
+        placeholder = job.out / request.engine_name(spec, "XX")
+        print(f"TensorRT {engine.precision}; the same with trtexec:\n  {trtexec_command(request, spec, placeholder)}")
     try:
         import_tensorrt()
     except FerError as exc:
         raise FerError(f"{exc} Or drop --tensorrt to write the ONNX files here.") from exc
-
-
-def _engine_request(args, onnx_path: Path, out: Path, precision: str):
-    from .tensorrt import EngineRequest
-
-    return EngineRequest(onnx_path, out, precision, args.max_batch or DEFAULT_MAX_BATCH, dla_core=args.dla_core)
 
 
 @contextmanager
@@ -227,40 +229,31 @@ def _removed_if_left_empty(folder: Path) -> Iterator[None]:
         raise
 
 
-def _export(args, built, weights: Weights, inputs: Inputs, int8_mode: str | None, out: Path, triton_options) -> int:
+def _export(args, job, weights: Weights, inputs: Inputs, formats: list, triton_options) -> int:
+    """Each selected format made by its producer (fer_engine.formats), in table order; then verified, served
+    and reported."""
     from fer_engine.outputs import write_atomically
 
-    from .onnx_export import export_fp32
-
+    out = job.out
     out.mkdir(parents=True, exist_ok=True)
-    name = built.spec.model
-    started = time.perf_counter()
-    files = [export_fp32(built, out / f"{name}.onnx", args.opset)]
-    print(f"fp32: {files[0]} ({time.perf_counter() - started:.1f} s)")
-    report: dict = {"model": name, "opset": args.opset, "weights": weights.to_dict(), "files": {}}
-    if args.int8:
-        from .quantize import quantize
-
+    report: dict = {"model": job.built.spec.model, "opset": args.opset, "weights": weights.to_dict(), "files": {}}
+    files, engines = [], []
+    for fmt in formats:
         started = time.perf_counter()
-        path, mode = quantize(files[0], out / f"{name}-int8.onnx", built.spec, int8_mode, inputs.calibration,
-                              args.calibration_method)
-        files.append(path)
-        report["int8_mode"] = mode
-        print(f"int8 ({mode}): {path} ({time.perf_counter() - started:.1f} s)")
-    if args.fp16:
-        from .fp16 import convert_fp16
-
-        files.append(convert_fp16(files[0], out / f"{name}-fp16.onnx", built.spec))
-        print(f"fp16: {files[-1]}")
-    if args.tensorrt:
-        report["tensorrt"] = _tensorrt(args, built, files[0], out, inputs.calibration)
+        made = job.produce(fmt)
+        print(f"{made.label}: {made.path} ({time.perf_counter() - started:.1f} s)")
+        report.update(made.report)
+        if fmt.verified:
+            files.append(made.path)
+        else:
+            engines.append(made.path)
+            report.setdefault(fmt.kind, []).append({"precision": fmt.precision, "engine": str(made.path)})
     passed = True
     if not args.no_verify:
-        report["verification"] = _verify(built, weights, inputs, files)
+        report["verification"] = _verify(job.built, weights, inputs, files)
         passed = all(row["passed"] for row in report["verification"]["rows"])
     report["files"] = {p.name: p.stat().st_size for p in files}
     if args.triton and passed:
-        engines = [Path(e["engine"]) for e in report.get("tensorrt", [])]
         report["triton"] = [str(f) for f in _triton(args, files + engines, triton_options)]
     write_atomically(out / "export_report.json", lambda path: path.write_text(json.dumps(report, indent=2)))
     print(f"report: {out / 'export_report.json'}")
@@ -283,18 +276,6 @@ def _verify(built, weights: Weights, inputs: Inputs, files: list[Path]) -> dict:
     return {"faces": inputs.verify_described, "weights": weights.to_dict(),
             "judged_by": "top-1 agreement and accuracy" if weights.trained else "logits: max |Δlogit| and correlation",
             "rows": [r.to_dict() for r in rows]}
-
-
-def _tensorrt(args, built, onnx_path: Path, out: Path, calibration) -> list[dict]:
-    from .tensorrt import build_engine
-
-    results = []
-    for precision in ["fp16"] + (["int8"] if args.int8 else []):
-        request = _engine_request(args, onnx_path, out, precision)
-        engine = build_engine(request, built.spec, calibration if precision == "int8" else None)
-        print(f"engine: {engine}")
-        results.append({"precision": precision, "engine": str(engine)})
-    return results
 
 
 def _triton_options(args):

@@ -7,6 +7,9 @@ from pathlib import Path
 
 import onnx
 
+from fer_engine.formats import Format
+
+from .job import ExportJob, Produced
 from .onnx_export import save_model
 
 
@@ -17,3 +20,7 @@ def convert_fp16(fp32_path: Path, out: Path, spec) -> Path:
     half = convert_float_to_float16(model, keep_io_types=True)
     save_model(half, dataclasses.replace(spec, precision="fp16"), out)
     return out
+
+
+def produce_fp16(job: ExportJob, fmt: Format) -> Produced:
+    return Produced(convert_fp16(job.source(fmt), job.path(fmt), job.built.spec), fmt.precision)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import onnx
 
@@ -14,6 +15,13 @@ from fer_engine.errors import FerError
 from fer_engine.modelfile import set_onnx_spec
 from fer_engine.outputs import write_atomically
 from fer_engine.spec import ModelSpec
+
+from .job import Produced
+
+if TYPE_CHECKING:
+    from fer_engine.formats import Format
+
+    from .job import ExportJob
 
 MIN_OPSET, MAX_OPSET = 13, 21
 
@@ -48,6 +56,10 @@ def export_fp32(built, out: Path, opset: int) -> Path:
     _inline_constant_identities(model)
     save_model(model, spec, out)
     return out
+
+
+def produce_fp32(job: ExportJob, fmt: Format) -> Produced:
+    return Produced(export_fp32(job.built, job.path(fmt), job.opset), fmt.precision)
 
 
 def _optimum_export(hf_model, folder: Path, opset: int) -> None:

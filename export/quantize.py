@@ -21,8 +21,10 @@ import numpy as np
 import onnx
 
 from fer_engine.errors import FerError, FieldError
+from fer_engine.formats import Format
 from fer_engine.runtime.preprocess import faces_to_pixel_values
 
+from .job import ExportJob, Produced
 from .onnx_export import save_model
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
@@ -157,3 +159,9 @@ def quantize(fp32_path: Path, out: Path, spec, mode: str, faces: np.ndarray | No
     if faces is None or len(faces) == 0:
         raise FerError(NEEDS_CALIBRATION)
     return quantize_static_qdq(fp32_path, out, spec, faces, method), mode
+
+
+def produce_int8(job: ExportJob, fmt: Format) -> Produced:
+    path, mode = quantize(job.source(fmt), job.path(fmt), job.built.spec, job.int8_mode, job.calibration,
+                          job.calibration_method)
+    return Produced(path, f"{fmt.precision} ({mode})", {"int8_mode": mode})

@@ -18,10 +18,13 @@ from pathlib import Path
 import numpy as np
 
 from fer_engine.errors import FerError
+from fer_engine.formats import Format, format_for, format_named
 from fer_engine.modelfile import engine_build_facts, write_engine_sidecar
 from fer_engine.outputs import write_atomically
 from fer_engine.runtime.cuda import DeviceBuffer, gpu_compute_capability, gpu_device_name, import_tensorrt
 from fer_engine.runtime.preprocess import faces_to_pixel_values
+
+from .job import ExportJob, Produced
 
 
 @dataclass(frozen=True)
@@ -41,7 +44,8 @@ class EngineRequest:
 
     def engine_name(self, spec, sm: str) -> str:
         dla = f"_dla{self.dla_core}" if self.dla_core is not None else ""
-        return f"{spec.model}_b1-{self.max_batch}_{self.precision}{dla}_sm{sm}.engine"
+        engine = format_for("tensorrt", self.precision)
+        return engine.file_name(model=spec.model, max_batch=self.max_batch, dla=dla, sm=sm)
 
 
 def build_key(request: EngineRequest, spec, sm: str, tensorrt_version: str, device: str,
@@ -158,3 +162,14 @@ def build_engine(request: EngineRequest, spec, calibration: np.ndarray | None = 
     write_engine_sidecar(engine_path, dataclasses.replace(spec, precision=request.precision),
                          {"onnx": str(request.onnx_path), "max_batch": request.max_batch, "key": key})
     return engine_path
+
+
+def engine_request(job: ExportJob, fmt: Format) -> EngineRequest:
+    """What ``job`` asks of the engine ``fmt``, built from the ONNX file of its source format."""
+    return EngineRequest(job.path(format_named(fmt.source)), job.out, fmt.precision, job.max_batch,
+                         dla_core=job.dla_core)
+
+
+def produce_engine(job: ExportJob, fmt: Format) -> Produced:
+    """The engine of ``fmt``'s precision (an fp16 build ignores the calibration faces)."""
+    return Produced(build_engine(engine_request(job, fmt), job.built.spec, job.calibration), "engine")

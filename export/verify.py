@@ -1,10 +1,10 @@
 """Every export checked against the PyTorch model it came from, on the same ``pixel_values``.
 
 A trained model is judged by its decisions: top-1 agreement with PyTorch (fp32 also max |Δlogit|; int8 also
-the accuracy drop on the labelled faces): fp32 ≤ 1e-3 and ≥ 99.9 %, fp16 ≥ 99.5 %, int8 ≥ 98 % and a drop
-≤ 0.5 point. An untrained model's logits are nearly uniform, so its top-1 choice flips on noise and its
-accuracy is chance: it is judged by its outputs instead, max |Δlogit| for fp32 and the correlation of the
-logits with PyTorch's for every precision (fp32 ≥ 0.9999, fp16 ≥ 0.999, int8 ≥ 0.98).
+the accuracy drop on the labelled faces). An untrained model's logits are nearly uniform, so its top-1 choice
+flips on noise and its accuracy is chance: it is judged by its outputs instead, max |Δlogit| for fp32 and the
+correlation of the logits with PyTorch's for every precision. The limits of each format are in its entry of
+the format table (``Format.trained`` / ``Format.untrained`` in fer_engine.formats).
 """
 
 from __future__ import annotations
@@ -14,16 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fer_engine.runtime.onnx_model import OnnxClassifier
-
-THRESHOLDS = {"fp32": {"max_abs_diff": 1e-3, "agreement": 0.999},
-              "fp16": {"agreement": 0.995},
-              "int8": {"agreement": 0.98, "accuracy_drop": 0.005}}
-# Measured on untrained full-size models (256 faces): int8 ConvNeXt-T (static) 0.9961, ViT-B/16 (dynamic) 0.9956,
-# while their top-1 agreement was 96.1 % and 97.7 %; the tiny test models score 0.993 to 0.999.
-UNTRAINED_THRESHOLDS = {"fp32": {"max_abs_diff": 1e-3, "correlation": 0.9999},
-                        "fp16": {"correlation": 0.999},
-                        "int8": {"correlation": 0.98}}
+from fer_engine.formats import format_of
+from fer_engine.runtime.backends import load_classifier
 
 
 @dataclass(frozen=True)
@@ -91,7 +83,7 @@ def logit_correlation(logits: np.ndarray, reference: np.ndarray) -> float:
 
 def verify_file(path: Path, reference: np.ndarray, pixel_values: np.ndarray, labels: np.ndarray | None,
                 batch_size: int = 64, trained: bool = True) -> VerifyRow:
-    classifier = OnnxClassifier(path)
+    classifier = load_classifier(str(path))
     precision = classifier.spec.precision
     logits = np.concatenate([classifier.predict_logits(pixel_values[i:i + batch_size])
                              for i in range(0, len(pixel_values), batch_size)])
@@ -102,18 +94,18 @@ def verify_file(path: Path, reference: np.ndarray, pixel_values: np.ndarray, lab
     if labels is not None and trained:
         accuracy = float((logits.argmax(1) == labels).mean())
         ref_accuracy = float((reference.argmax(1) == labels).mean())
-    limits = (THRESHOLDS if trained else UNTRAINED_THRESHOLDS)[precision]
+    limits = format_of(path, precision).thresholds(trained)
     failures = []
-    if "max_abs_diff" in limits and max_diff > limits["max_abs_diff"]:
-        failures.append(f"max |Δlogit| {max_diff:.2e} > {limits['max_abs_diff']:.0e}")
-    if "correlation" in limits and correlation < limits["correlation"]:
-        failures.append(f"logit correlation {correlation:.4f} < {limits['correlation']}")
-    if "agreement" in limits and agreement < limits["agreement"]:
-        failures.append(f"top-1 agreement {agreement * 100:.2f}% < {limits['agreement'] * 100:.1f}%")
-    if "accuracy_drop" in limits and accuracy is not None and ref_accuracy - accuracy > limits["accuracy_drop"]:
-        failures.append(f"accuracy drop {(ref_accuracy - accuracy) * 100:.2f} > {limits['accuracy_drop'] * 100:.1f} point")
+    if limits.max_abs_diff is not None and max_diff > limits.max_abs_diff:
+        failures.append(f"max |Δlogit| {max_diff:.2e} > {limits.max_abs_diff:.0e}")
+    if limits.correlation is not None and correlation < limits.correlation:
+        failures.append(f"logit correlation {correlation:.4f} < {limits.correlation}")
+    if limits.agreement is not None and agreement < limits.agreement:
+        failures.append(f"top-1 agreement {agreement * 100:.2f}% < {limits.agreement * 100:.1f}%")
+    if limits.accuracy_drop is not None and accuracy is not None and ref_accuracy - accuracy > limits.accuracy_drop:
+        failures.append(f"accuracy drop {(ref_accuracy - accuracy) * 100:.2f} > {limits.accuracy_drop * 100:.1f} point")
     return VerifyRow(str(path), precision, path.stat().st_size / 1e6, len(logits), max_diff, correlation, agreement,
-                     accuracy, ref_accuracy, not failures, failures, trained, sorted(limits))
+                     accuracy, ref_accuracy, not failures, failures, trained, limits.judged_by())
 
 
 def verification_faces(data, size: int | None, seed: int = 0):

@@ -46,6 +46,22 @@ def test_export_tiny_model_to_every_precision(name, tmp_path, calibration_csv, c
         assert session.run(None, {"pixel_values": batch})[0].shape == (3, 7)  # dynamic batch
 
 
+def test_the_export_follows_the_format_table(tmp_path, monkeypatch, capsys):
+    """fer-export makes the formats its flags select, named and produced as the table says (fer_engine.formats)."""
+    import dataclasses
+
+    from fer_engine import formats
+
+    half = dataclasses.replace(formats.format_named("onnx-fp16"), file="{model}.half.onnx")
+    monkeypatch.setattr(formats, "FORMATS", tuple(half if f.name == half.name else f for f in formats.FORMATS))
+    out = tmp_path / "o"
+    assert cli_export.main(["--model", "cnn", "--from-config", "tiny", "--fp16", "--no-verify", "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["cnn.half.onnx", "cnn.onnx", "export_report.json"]
+    assert list(json.loads((out / "export_report.json").read_text())["files"]) == ["cnn.onnx", "cnn.half.onnx"]
+    printed = [line.split(":")[0] for line in capsys.readouterr().out.splitlines() if str(out) in line]
+    assert printed == ["fp32", "fp16", "report"]
+
+
 def test_static_int8_has_qdq_nodes_and_dynamic_has_none(tmp_path, calibration_csv):
     for mode in ("static", "dynamic"):
         out = tmp_path / mode
