@@ -23,6 +23,7 @@ from pathlib import Path
 
 from fer_engine.cli import non_negative_int, positive_int, run_cli
 from fer_engine.errors import FerError
+from fer_engine.formats import formats_of_kind, kind_of
 
 PROG = "python -m fer_engine.export.build_engine"
 
@@ -32,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--onnx", default="cnn", metavar="PATH|NAME",
                    help="fp32 ONNX file from fer-export, or a shipped model name (default: cnn)")
     p.add_argument("--out", default="engines", metavar="DIR", help="engine folder, reused as a cache (default: engines)")
-    p.add_argument("--precision", default="fp16", choices=["fp16", "int8"], help="engine precision (default: fp16)")
+    p.add_argument("--precision", default="fp16", choices=[f.precision for f in formats_of_kind("tensorrt")],
+                   help="engine precision (default: fp16)")
     p.add_argument("--max-batch", type=positive_int, default=32,
                    help="largest batch of the optimization profile (default: 32)")
     p.add_argument("--opt-batch", type=positive_int, help="batch TensorRT tunes for, at most --max-batch (default: min(8, max batch))")
@@ -64,7 +66,7 @@ def _source(name_or_path: str):
     from fer_engine.modelfile import open_onnx
 
     path = resolve_model(name_or_path)
-    if path.suffix.lower() != ".onnx":
+    if kind_of(path) != "onnx":
         raise FerError(f"{path} is not an ONNX file: pass the .onnx file exported by fer-export")
     _, spec = open_onnx(path)
     if spec.precision != "fp32":

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fer_engine.errors import FerError
+from fer_engine.formats import kind_of
 from fer_engine.modelfile import METADATA_KEY, open_onnx, read_engine_sidecar  # the client reads what this writes
 
 DEFAULT_MAX_BATCH = 32
@@ -151,12 +152,11 @@ def model_config(path: str | Path, options: TritonOptions | None = None, name: s
     if not path.is_file():
         raise FerError(f"model file not found: {path}")
     name = name or triton_name(path)
-    if path.suffix.lower() == ".onnx":
-        config = _onnx_config(path, name, options)
-    elif path.suffix.lower() in (".engine", ".plan"):
-        config = _engine_config(path, name, options)
-    else:
+    configs = {"onnx": _onnx_config, "tensorrt": _engine_config}  # by the kind of format (fer_engine.formats)
+    kind = kind_of(path)
+    if kind not in configs:
         raise FerError(f"cannot serve '{path.name}' with Triton: pass an .onnx file or a TensorRT .engine/.plan")
+    config = configs[kind](path, name, options)
     too_big = [size for size in config.preferred_batch_sizes if size > config.max_batch_size]
     if too_big:
         raise FerError(f"preferred batch sizes {too_big} exceed the max batch size {config.max_batch_size}")

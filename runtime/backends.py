@@ -1,31 +1,28 @@
-"""One registry of classifier backends, keyed by model-file suffix; shipped models by name.
+"""Classifier backends chosen by model-file suffix (from the format table); shipped models by name.
 
 ``.onnx`` → ONNX Runtime (providers TensorRT > CUDA > CPU by what is installed), ``.engine`` / ``.plan``
-→ TensorRT; the URLs ``triton://HOST:PORT/MODEL`` (gRPC) and ``triton+http://HOST:PORT/MODEL`` → a model
-served by Triton Inference Server. Each backend gives ``spec``, ``providers``, ``description`` and
-``predict_logits`` / ``predict_probs``; the backend module is imported only when its suffix or scheme is chosen.
+→ TensorRT, as fer_engine.formats says; the URLs ``triton://HOST:PORT/MODEL`` (gRPC) and
+``triton+http://HOST:PORT/MODEL`` → a model served by Triton Inference Server. Each backend gives ``spec``,
+``providers``, ``description`` and ``predict_logits`` / ``predict_probs``; the backend module is imported
+only when its suffix or scheme is chosen.
 """
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 
 from fer_engine.errors import FerError
+from fer_engine.formats import import_ref, suffix_runtimes
 from fer_engine.spec import did_you_mean
 
 SHIPPED_DIR = Path(__file__).resolve().parent / "models"
 DEFAULT_MODEL = "cnn-int8"
 
-# suffix → (module, class); a new backend is one line here.
-BACKENDS: dict[str, tuple[str, str]] = {
-    ".onnx": ("fer_engine.runtime.onnx_model", "OnnxClassifier"),
-    ".engine": ("fer_engine.runtime.tensorrt_model", "TensorRTClassifier"),
-    ".plan": ("fer_engine.runtime.tensorrt_model", "TensorRTClassifier"),
-}
-# URL scheme → (module, class), for models served elsewhere.
-URL_BACKENDS: dict[str, tuple[str, str]] = {
-    scheme: ("fer_engine.runtime.triton_model", "TritonClassifier") for scheme in ("triton", "triton+grpc", "triton+http")
+# suffix → "module:Class"; a new file format is an entry of the format table (core/formats.py).
+BACKENDS: dict[str, str] = suffix_runtimes()
+# URL scheme → "module:Class", for models served elsewhere.
+URL_BACKENDS: dict[str, str] = {
+    scheme: "fer_engine.runtime.triton_model:TritonClassifier" for scheme in ("triton", "triton+grpc", "triton+http")
 }
 
 
@@ -53,11 +50,9 @@ def resolve_model(name_or_path: str | None) -> Path:
 def load_classifier(model: str | None = None, providers: list[str] | None = None, threads: int | None = None):
     scheme = model.split("://", 1)[0].lower() if model and "://" in model else None
     if scheme in URL_BACKENDS:
-        module, cls = URL_BACKENDS[scheme]
-        return getattr(importlib.import_module(module), cls)(model, providers=providers, threads=threads)
+        return import_ref(URL_BACKENDS[scheme])(model, providers=providers, threads=threads)
     path = resolve_model(model)
     suffix = path.suffix.lower()
     if suffix not in BACKENDS:
         raise FerError(f"no backend for '{path.name}': model files must end in {', '.join(BACKENDS)}")
-    module, cls = BACKENDS[suffix]
-    return getattr(importlib.import_module(module), cls)(path, providers=providers, threads=threads)
+    return import_ref(BACKENDS[suffix])(path, providers=providers, threads=threads)

@@ -2,19 +2,19 @@
 
 Each loader returns a ``Classifier`` (fer_engine.runtime.classifier): its ``spec``, ``predict_logits`` and
 ``predict_probs(faces)`` for uint8 gray faces; this module only adds the PyTorch loader.
-A checkpoint folder runs in PyTorch; ``.onnx`` files in onnxruntime; TensorRT engines and ``triton://``
-URLs through the runtime's backends.
+A checkpoint folder runs in PyTorch; exported files (any suffix of the format table, fer_engine.formats) and
+``triton://`` URLs through the runtime's backends.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from fer_engine.errors import FerError
+from fer_engine.formats import suffixes
 from fer_engine.runtime.classifier import BatchedClassifier, Classifier
 from fer_engine.spec import ModelSpec
 
@@ -64,29 +64,22 @@ def load_pretrained(model: str, source: str | None, device: str = "auto", new_he
                            f"{model} {source} (PyTorch, {torch_device}; {built.arch.get('head', '')})", {})
 
 
-def _load_onnx(path: Path, device: str) -> Classifier:
-    from fer_engine.runtime.onnx_model import OnnxClassifier
+def _providers(device: str) -> list[str]:
+    """onnxruntime's providers for --device (engines and served models run where they were built or served)."""
     from fer_engine.runtime.providers import available_providers
 
     if device == "cuda":  # CUDA or a clear error, never a quiet run on the CPU
-        providers = ["CUDAExecutionProvider"]
-    elif device == "auto" and "CUDAExecutionProvider" in available_providers():
-        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    else:
-        providers = ["CPUExecutionProvider"]
-    return OnnxClassifier(path, providers=providers)
+        return ["CUDAExecutionProvider"]
+    if device == "auto" and "CUDAExecutionProvider" in available_providers():
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
 
 
 def _load_runtime(model: str | Path, device: str) -> Classifier:
-    """TensorRT engines and models on a Triton server, through the runtime's backend registry."""
+    """An exported file or a served model, through the runtime's backends (chosen by the format table)."""
     from fer_engine.runtime.backends import load_classifier as load_runtime_classifier
 
-    return load_runtime_classifier(str(model))
-
-
-# Suffix of the path -> loader; "" is a folder (a fer-train checkpoint).
-LOADERS: dict[str, Callable[[Path, str], Classifier]] = {
-    "": _load_checkpoint_folder, ".onnx": _load_onnx, ".engine": _load_runtime, ".plan": _load_runtime}
+    return load_runtime_classifier(str(model), providers=_providers(device))
 
 
 def load_classifier(path: str | Path, device: str = "auto") -> Classifier:
@@ -95,9 +88,8 @@ def load_classifier(path: str | Path, device: str = "auto") -> Classifier:
     path = Path(path)
     if not path.exists():
         raise FerError(f"model not found: {path}")
-    kind = "" if path.is_dir() else path.suffix.lower()
-    loader = LOADERS.get(kind)
-    if loader is None:
-        known = ", ".join(k or "checkpoint folder" for k in LOADERS)
-        raise FerError(f"cannot evaluate '{path}': this version reads {known}")
-    return loader(path, device)
+    if path.is_dir():
+        return _load_checkpoint_folder(path, device)
+    if path.suffix.lower() not in suffixes():
+        raise FerError(f"cannot evaluate '{path}': this version reads checkpoint folder, {', '.join(suffixes())}")
+    return _load_runtime(path, device)
