@@ -1,8 +1,9 @@
 """What fer-bench can time: one registry of backends, each able to say why it cannot run here.
 
 A backend turns a ``Case`` (a model: its PyTorch module, spec and where it came from) into a
-``Runner``: ``logits(pixel_values)`` for timing and ``probs(faces)`` for accuracy. ONNX files are
-exported once per case into the work folder (or taken from ``Case.onnx`` when given, e.g. the shipped files).
+``Runner``: ``logits(pixel_values)`` for timing and ``probs(faces)`` for accuracy. ONNX files and engines
+are made once per case into the work folder by their format's producer (fer_engine.formats), or taken from
+``Case.files`` when given (the shipped files).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+
+from fer_engine.formats import Format, format_named, formats_of_kind
 
 from .environment import cpu_has_bf16
 
@@ -46,7 +49,7 @@ class Case:
     work_dir: Path
     calibration_data: str | None = None
     skip_bad_rows: bool = False
-    onnx: dict[str, Path] = field(default_factory=dict)  # precision -> file, filled on demand
+    files: dict[str, Path] = field(default_factory=dict)  # format name -> file, filled on demand
 
     @property
     def spec(self):
@@ -109,10 +112,11 @@ class TorchBackend:
 class OnnxBackend:
     family = "onnxruntime"
 
-    def __init__(self, precision: str, provider: str):
-        self.precision, self.provider = precision, provider
+    def __init__(self, fmt: Format, provider: str):
+        self.format, self.provider = fmt, provider
+        self.precision = fmt.precision
         short = {"CPUExecutionProvider": "cpu", "CUDAExecutionProvider": "cuda", "TensorrtExecutionProvider": "trt"}
-        self.name = f"onnx-{precision}-{short.get(provider, provider)}"
+        self.name = f"{fmt.name}-{short.get(provider, provider)}"
         self.on_cpu = provider == "CPUExecutionProvider"
 
     def skip_reason(self, case: Case) -> str | None:
@@ -120,15 +124,13 @@ class OnnxBackend:
 
         if self.provider not in ort.get_available_providers():
             return f"{self.provider} not in this onnxruntime (install fer-engine[gpu] on a GPU machine)"
-        if self.precision == "fp16" and self.provider == "CPUExecutionProvider":
-            return "fp16 ONNX is for GPUs (onnxruntime's CPU kernels upcast it)"
         return None
 
     def load(self, case: Case, threads: int | None) -> Runner:
-        from fer_engine.runtime.onnx_model import OnnxClassifier
+        from fer_engine.runtime.backends import load_classifier
 
-        path = onnx_file(case, self.precision)
-        classifier = OnnxClassifier(path, providers=[self.provider], threads=threads)
+        path = produce(case, self.format)
+        classifier = load_classifier(str(path), providers=[self.provider], threads=threads)
         batch = accuracy_batch(case.spec)
         return Runner(classifier.predict_logits, lambda faces: classifier.predict_probs(faces, batch_size=batch),
                       path.stat().st_size / 1e6)
@@ -137,9 +139,9 @@ class OnnxBackend:
 class TensorRTBackend:
     family = "TensorRT"
 
-    def __init__(self, precision: str):
-        self.precision = precision
-        self.name = f"tensorrt-{precision}"
+    def __init__(self, fmt: Format):
+        self.format, self.precision = fmt, fmt.precision
+        self.name = fmt.name
         self.on_cpu = False
 
     def skip_reason(self, case: Case) -> str | None:
@@ -150,52 +152,61 @@ class TensorRTBackend:
         return None
 
     def load(self, case: Case, threads: int | None) -> Runner:
-        from fer_engine.export.quantize import calibration_faces
-        from fer_engine.export.tensorrt import EngineRequest, build_engine
-        from fer_engine.runtime.tensorrt_model import TensorRTClassifier
+        from fer_engine.runtime.backends import load_classifier
 
-        request = EngineRequest(onnx_file(case, "fp32"), case.work_dir, self.precision, max_batch=256)
-        calibration = (calibration_faces(case.calibration_data, 512, skip_bad_rows=case.skip_bad_rows)
-                       if self.precision == "int8" else None)
-        engine = build_engine(request, case.spec, calibration)
-        classifier = TensorRTClassifier(engine)
+        engine = produce(case, self.format)
+        classifier = load_classifier(str(engine))
         batch = accuracy_batch(case.spec)
         return Runner(classifier.predict_logits, lambda faces: classifier.predict_probs(faces, batch_size=batch),
                       engine.stat().st_size / 1e6)
 
 
-def onnx_file(case: Case, precision: str) -> Path:
-    """The case's ONNX file at ``precision``, exported (and quantized) once into its work folder."""
-    if precision in case.onnx:
-        return case.onnx[precision]
-    from fer_engine.export.onnx_export import export_fp32
+ENGINE_MAX_BATCH = 256
+ENGINE_CALIBRATION_FACES = 512
 
+
+def produce(case: Case, fmt: Format) -> Path:
+    """The case's file in ``fmt`` (its source first), made once into its work folder by the format's producer."""
+    if fmt.name in case.files:
+        return case.files[fmt.name]
+    from fer_engine.export.job import ExportJob
+
+    if fmt.source:
+        produce(case, format_named(fmt.source))
     case.work_dir.mkdir(parents=True, exist_ok=True)
-    fp32 = case.onnx.get("fp32") or export_fp32(case.built, case.work_dir / f"{case.name}.onnx", 17)
-    case.onnx["fp32"] = fp32
-    if precision == "int8":
-        from fer_engine.export.quantize import calibration_faces, quantize, resolve_mode
+    job = ExportJob(case.built, case.work_dir, opset=17, int8_mode="auto", calibration=calibration(case, fmt),
+                    max_batch=ENGINE_MAX_BATCH, made=case.files)
+    return job.produce(fmt).path
 
-        faces = None
-        if resolve_mode("auto", case.name) == "static":
-            from fer_engine.train.models import get_family
 
-            faces = calibration_faces(case.calibration_data, get_family(case.name).calibration_faces,
-                                      skip_bad_rows=case.skip_bad_rows)
-        case.onnx["int8"], _ = quantize(fp32, case.work_dir / f"{case.name}-int8.onnx", case.spec, "auto", faces)
-    elif precision == "fp16":
-        from fer_engine.export.fp16 import convert_fp16
+def calibration(case: Case, fmt: Format):
+    """Calibration faces for an int8 format: always for an engine, for an ONNX file where its family
+    quantizes statically."""
+    if fmt.precision != "int8":
+        return None
+    from fer_engine.export.quantize import calibration_faces, resolve_mode
+    from fer_engine.train.models import get_family
 
-        case.onnx["fp16"] = convert_fp16(fp32, case.work_dir / f"{case.name}-fp16.onnx", case.spec)
-    return case.onnx[precision]
+    if fmt.kind == "tensorrt":
+        size = ENGINE_CALIBRATION_FACES
+    elif resolve_mode("auto", case.name) == "static":
+        size = get_family(case.name).calibration_faces
+    else:
+        return None
+    return calibration_faces(case.calibration_data, size, skip_bad_rows=case.skip_bad_rows)
+
+
+# onnxruntime rows beyond the CPU's (which time every ONNX format that does not need a GPU): CUDA runs fp32 and
+# fp16, TensorRT's provider the int8 file.
+GPU_ONNX_ROWS = (("onnx-fp32", "CUDAExecutionProvider"), ("onnx-fp16", "CUDAExecutionProvider"),
+                 ("onnx-int8", "TensorrtExecutionProvider"))
 
 
 def all_backends() -> list:
     return [
         TorchBackend("fp32", "cpu"), TorchBackend("bf16", "cpu"),
         TorchBackend("fp32", "cuda"), TorchBackend("fp16", "cuda"),
-        OnnxBackend("fp32", "CPUExecutionProvider"), OnnxBackend("int8", "CPUExecutionProvider"),
-        OnnxBackend("fp32", "CUDAExecutionProvider"), OnnxBackend("fp16", "CUDAExecutionProvider"),
-        OnnxBackend("int8", "TensorrtExecutionProvider"),
-        TensorRTBackend("fp16"), TensorRTBackend("int8"),
+        *(OnnxBackend(f, "CPUExecutionProvider") for f in formats_of_kind("onnx") if not f.needs_gpu),
+        *(OnnxBackend(format_named(name), provider) for name, provider in GPU_ONNX_ROWS),
+        *(TensorRTBackend(f) for f in formats_of_kind("tensorrt")),
     ]

@@ -27,6 +27,7 @@ import numpy as np
 
 from fer_engine.cli import comma_separated, excerpt, one_of, positive_float, positive_int, run_cli
 from fer_engine.errors import FerError
+from fer_engine.formats import formats_of_kind
 from fer_engine.signals import StopSignalScope
 
 from .bench_backends import Case, accuracy_batch, all_backends, cpu_batch_limit
@@ -37,7 +38,7 @@ PROG = "fer-bench"
 BACKENDS = tuple(b.name for b in all_backends())
 QUICK_BACKENDS = "pytorch-fp32,pytorch-bf16,onnx-fp32-cpu,onnx-int8-cpu"
 REPO = Path(__file__).resolve().parents[1]
-SHIPPED_DIR = REPO / "runtime" / "models"  # a default checkpoint's exports: NAME.onnx, NAME-int8.onnx
+SHIPPED_DIR = REPO / "runtime" / "models"  # a default checkpoint's exports, named as the format table says
 
 
 @dataclass
@@ -130,8 +131,8 @@ def make_case(name: str, args, work_dir: Path) -> Case:
         case = Case(name, BuiltModel(ckpt.module, ckpt.spec, {}), True, f"trained: {folder}", work_dir / name,
                     args.data, args.skip_bad_rows)
         if name in defaults and Path(folder).resolve() == defaults[name].resolve():  # the shipped files are its export
-            shipped = {"fp32": SHIPPED_DIR / f"{name}.onnx", "int8": SHIPPED_DIR / f"{name}-int8.onnx"}
-            case.onnx = {p: f for p, f in shipped.items() if f.is_file()}
+            shipped = {f.name: SHIPPED_DIR / f.file_name(model=name) for f in formats_of_kind("onnx")}
+            case.files = {n: f for n, f in shipped.items() if f.is_file()}
         return case
     built = create_model(name, from_config="tiny" if args.tiny else "full")
     return Case(name, built, False, "untrained weights: speed only", work_dir / name, args.data, args.skip_bad_rows)
