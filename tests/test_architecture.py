@@ -19,6 +19,13 @@ def occurrences(pattern: str) -> list[str]:
     ("the fer metadata key", r"""^\s*[A-Z_]+\s*=\s*["']fer["']""", "core/modelfile.py"),
     ("the engine sidecar's name", r"""\.name\s*\+\s*["']\.json["']|ENGINE_SIDECAR_SUFFIX\s*=""", "core/modelfile.py"),
     ("the write-then-rename helpers", r"""["']\.partial|\.partial-""", "core/outputs.py"),
+    # The format table: file names, engine suffixes, verification thresholds (docs/architecture.md, "Formats").
+    ("the exported files' names", r"""[}"']-(int8|fp16)\.onnx|_sm\{""", "core/formats.py"),
+    ("the engine suffixes", r"""["']\.(engine|plan)["']""", "core/formats.py"),
+    ("the verification thresholds",
+     r"""THRESHOLDS\s*=|\b(agreement|correlation|max_abs_diff|accuracy_drop)["']?\s*[=:]\s*\d""", "core/formats.py"),
+    ("the producers and runtime classes of file formats",
+     r"""["']fer_engine\.(export\.\w+|runtime\.(onnx|tensorrt)_model):\w+["']""", "core/formats.py"),
 ])
 def test_defined_once(what, pattern, home):
     found = occurrences(pattern)
