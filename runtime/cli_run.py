@@ -31,6 +31,7 @@ from .backends import DEFAULT_MODEL
 from .detectors import DETECTORS, DetectorConfig
 from .paths import NamedPath, check_distinct, check_writable
 from .pipeline import Pipeline, PipelineConfig
+from .progress import RunProgress
 from .reclassify import POLICIES, ReclassifyPolicy
 from .recognizer import RecognizerConfig
 from .sources import FrameSource, SourceSpec, image_files
@@ -305,8 +306,16 @@ def run(args) -> int:
         log.info("%s", pipeline.summary.description)
         for i, source in enumerate(pipeline.sources):
             log.info("source %d: %s", i, source.name)
+        progress = RunProgress(lambda: pipeline.frames_written, pipeline.expected_frames(),
+                               RunProgress.wanted(args.quiet))
+
+        def poll() -> None:
+            progress.poll()
+            if window:
+                window.poll()
+
         try:
-            summary = pipeline.run(window.poll if window else None)
+            summary = pipeline.run(poll, poll_every=0.005 if window else 0.1)
         except FerError as exc:
             pipeline.summary.stopped_by, pipeline.summary.error = stops.first, str(exc)
             if args.stats:  # what the run did up to the error; the error is the one line said
@@ -316,6 +325,7 @@ def run(args) -> int:
                     pass
             raise
         finally:
+            progress.close()
             if window:
                 window.close()
     summary.stopped_by = stops.first

@@ -201,6 +201,16 @@ class Pipeline:
         self._stages.start()
 
     @property
+    def frames_written(self) -> int:
+        """Frames through every stage so far (for progress)."""
+        return self._writer.frames if self._writer is not None else 0
+
+    def expected_frames(self) -> int | None:
+        """Frames the sources will give, when every source knows (files, image folders)."""
+        counts = [source.expected_frames() for source in self.sources]
+        return None if any(count is None for count in counts) else sum(counts)
+
+    @property
     def running(self) -> bool:
         """True until every stage after capture has ended (captures may still be blocked in a read)."""
         return any(t.is_alive() for t in self._stages.threads if t not in self._capture_threads)
@@ -269,15 +279,16 @@ class Pipeline:
             return None
         return self.close_sinks()
 
-    def run(self, poll: Callable[[], None] | None = None) -> Summary:
-        """Run to the end of every source (or ``request_stop()``); ``poll`` runs on this thread meanwhile."""
+    def run(self, poll: Callable[[], None] | None = None, poll_every: float = 0.005) -> Summary:
+        """Run to the end of every source (or ``request_stop()``); ``poll`` runs on this thread every
+        ``poll_every`` seconds meanwhile (a window's events, progress)."""
         self.start()
         try:
             while self.running and not self._stops.now.is_set():
                 if poll is not None:
                     poll()
                 self._enforce_stop_timeout()
-                time.sleep(0.005 if poll is not None else POLL)
+                time.sleep(poll_every if poll is not None else POLL)
         except BaseException:
             self.request_stop()  # Ctrl-C in an embedding application: drain what was read, then re-raise
             try:

@@ -74,6 +74,10 @@ class FrameSource:
         """(image, time in seconds, file name or None), or None at the end of the stream."""
         raise NotImplementedError
 
+    def expected_frames(self) -> int | None:
+        """How many frames the source will give, when known (files, image folders); None for live sources."""
+        return None
+
     def interrupt(self) -> None:
         """Called from another thread when the run stops: a read that waits (to reconnect) returns None soon."""
 
@@ -98,6 +102,9 @@ class CaptureSource(FrameSource):
         self.index = 0
         self.corrupt = 0
         self.ended_early = False
+
+    def expected_frames(self) -> int | None:
+        return self.frame_count if not self.live and self.frame_count > 0 else None
         self._start = time.perf_counter()
 
     def _open(self) -> cv2.VideoCapture:
@@ -285,6 +292,9 @@ class ImageSource(FrameSource):
                            f"suffixes {', '.join(sorted(IMAGE_SUFFIXES))})")
         self.files, self.name, self.index, self.corrupt = files, f"images {pattern}", 0, 0
         self.independent = not sequence
+
+    def expected_frames(self) -> int | None:
+        return len(self.files)
 
     def read(self):
         while self.index < len(self.files):
