@@ -420,6 +420,11 @@ def measure_all(args, progress: Progress, log) -> None:
             pipeline_bench.bench(args.data, args.video, None, args.threads, args.quick, print,
                                  frames=120 if args.quick else 300, results=results["pipeline"],
                                  skip_bad_rows=args.skip_bad_rows)
+            if not args.video:  # the policies need the truth of generated videos
+                results["pipeline"]["policies"] = {}
+                pipeline_bench.bench_policies(args.data, None, args.threads, frames=120 if args.quick else 300,
+                                              results=results["pipeline"]["policies"],
+                                              skip_bad_rows=args.skip_bad_rows, quick=args.quick)
         if args.peers:
             results["peers"] = bench_peers(args.data, args.threads or os.cpu_count(), args.skip_bad_rows)
 

@@ -293,25 +293,31 @@ def _share(value: float | None) -> str:
 
 
 def bench_policies(data: str | None, model: str | None, threads: int | None, frames: int = 300, out=print,
-                   results: dict | None = None, skip_bad_rows: bool = False, seed: int = 0) -> dict:
+                   results: dict | None = None, skip_bad_rows: bool = False, seed: int = 0,
+                   quick: bool = False) -> dict:
     """The policies on two generated videos of moving, turning, changing faces: five at 640×480 and one at
-    1280×720 (PublicTest faces with FER2013, drawn faces without), then ``--realtime`` latency."""
+    1280×720 (PublicTest faces with FER2013, drawn faces without), then ``--realtime`` latency. ``quick``: the
+    five-face video only, three policies, no realtime row."""
     from .moving_faces import make_moving_face_video, make_one_face_video
 
     results = {} if results is None else results
     faces, labels = _faces(data, skip_bad_rows)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        for key, maker, title in (("moving_five_faces_640x480", make_moving_face_video, "five moving faces, 640×480"),
-                                  ("moving_one_face_1280x720", make_one_face_video, "one moving face, 1280×720")):
+        videos = (("moving_five_faces_640x480", make_moving_face_video, "five moving faces, 640×480"),
+                  ("moving_one_face_1280x720", make_one_face_video, "one moving face, 1280×720"))
+        policies = [POLICIES[0], POLICIES[1], POLICIES[-1]] if quick else POLICIES
+        for key, maker, title in videos[:1] if quick else videos:
             video = tmp / f"{key}.mp4"
             truth = maker(video, faces, labels, frames=frames, seed=seed)
             rows: list[PolicyRow] = []
             try:
-                policy_rows(video, truth, model, threads, tmp, rows=rows)
+                policy_rows(video, truth, model, threads, tmp, policies, rows=rows)
             finally:
                 results[key] = [r.to_dict() for r in rows]
             out("\n" + policy_markdown(rows, f"{title}: {frames} frames, {len(truth.changes)} expression changes"))
+        if quick:
+            return results
         row = realtime_row(tmp / "moving_five_faces_640x480.mp4", model, threads, tmp)
         results["realtime_five_faces"] = row.to_dict()
         e2e = row.latency_ms.get("end-to-end", {})

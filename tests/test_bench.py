@@ -71,6 +71,10 @@ def test_pipeline_and_peers_sections(tmp_path, capsys):
     names = [r["name"] for r in result["pipeline"]["five_faces"]]
     assert names[0] == "decode only" and names[1].startswith("seed-style serial loop") and len(names) == 4
     assert all(r["fps"] > 0 and r["frames"] == 120 for r in result["pipeline"]["five_faces"])
+    policies = result["pipeline"]["policies"]["moving_five_faces_640x480"]
+    assert [r["name"] for r in policies] == ["every frame: detect + classify (fer-run's default)",
+                                             "--reclassify changed", "--detect-every 3 --reclassify changed"]
+    assert policies[0]["classified"] == policies[0]["detected"] == 1.0 and policies[-1]["detected"] < 0.5
     peer = result["peers"][0]
     assert peer["status"] == "❌" and peer["reason"]  # `fer` is not a dependency, and there is no --data here
     assert "vs seed loop" in capsys.readouterr().out
