@@ -25,7 +25,7 @@ from typing import Iterator
 
 import numpy as np
 
-from fer_engine.cli import comma_separated, excerpt, one_of, positive_float, positive_int, run_cli
+from fer_engine.cli import add_verbose, comma_separated, excerpt, one_of, positive_float, positive_int, run_cli
 from fer_engine.errors import FerError
 from fer_engine.formats import formats_of_kind
 from fer_engine.signals import StopSignalScope
@@ -94,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", metavar="OUT", help="the classifier rows")
     p.add_argument("--png", metavar="OUT", help="accuracy against latency and throughput of the classifier rows")
     p.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # tiny configs, for tests
+    add_verbose(p)
     return p
 
 
@@ -315,7 +316,7 @@ def write_png(rows: list[Row], path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.command = " ".join([PROG, *(sys.argv[1:] if argv is None else argv)])
-    return run_cli(lambda: run(args), PROG)
+    return run_cli(lambda: run(args), PROG, verbose=args.verbose)
 
 
 class Stopped(BaseException):

@@ -21,7 +21,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from fer_engine.cli import non_negative_float, positive_int, run_cli
+from fer_engine.cli import add_verbose, non_negative_float, positive_int, run_cli
 from fer_engine.runtime import DetectorConfig, Pipeline, PipelineConfig, Recognizer, RecognizerConfig, SourceSpec
 from fer_engine.runtime.reclassify import ReclassifyPolicy
 from fer_engine.runtime.crops import crop_face, to_gray
@@ -366,12 +366,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--policies", action="store_true",
                         help="also the re-classification and detection policies on moving-face videos")
     parser.add_argument("--json", metavar="OUT", help="write the rows as JSON")
+    add_verbose(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return run_cli(lambda: _main(args), PROG)
+    return run_cli(lambda: _main(args), PROG, verbose=args.verbose)
 
 
 def _main(args) -> int:

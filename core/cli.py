@@ -13,7 +13,18 @@ EXTRAS = {"torch": "train", "transformers": "train", "safetensors": "train", "PI
           "matplotlib": "train", "optimum": "export", "tritonclient": "triton"}
 
 
-def run_cli(body: Callable[[], int], prog: str, options: "dict[str, str] | None" = None) -> int:
+def add_verbose(parser) -> None:
+    """``-v``: also the warnings of the libraries underneath (hidden by default: core/quiet.py)."""
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="also show the warnings of the libraries underneath (torch, transformers, optimum, "
+                             "onnxruntime)")
+
+
+def run_cli(body: Callable[[], int], prog: str, options: "dict[str, str] | None" = None,
+            verbose: bool = False) -> int:
+    from .quiet import quiet_libraries
+
+    quiet_libraries(verbose)
     try:
         return body()
     except FieldError as exc:  # the library names its field; the user typed an option

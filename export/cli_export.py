@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from fer_engine.cli import int_between, non_negative_int, positive_int, run_cli
+from fer_engine.cli import add_verbose, int_between, non_negative_int, positive_int, run_cli
 
 from .onnx_export import MAX_OPSET, MIN_OPSET
 from .triton_repo import DEFAULT_MAX_BATCH  # one default for TensorRT profiles and Triton's max_batch_size
@@ -72,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how long Triton's dynamic batcher waits to fill a batch, in microseconds (default: 1000)")
     t.add_argument("--triton-preferred-batch", type=positive_int, nargs="+", metavar="N",
                    help="batch sizes the dynamic batcher aims for (default: none, as large as the queue allows)")
+    add_verbose(p)
     return p
 
 
@@ -121,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         with _removed_if_left_empty(out):
             return _export(args, job, weights, inputs, formats, triton_options)
 
-    return run_cli(body, "fer-export")
+    return run_cli(body, "fer-export", verbose=args.verbose)
 
 
 def _check_options(args, triton_options) -> str | None:

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Callable, List, Optional, Tuple
 
-from fer_engine.cli import one_of, positive_int, run_cli
+from fer_engine.cli import add_verbose, one_of, positive_int, run_cli
 from fer_engine.errors import FerError
 from fer_engine.outputs import check_outputs, write_outputs
 
@@ -56,12 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="panels in the picture: the N longest tracks (default 12); every track is in the table")
     p.add_argument("--dpi", type=dpi, default=100, help="resolution of the PNG, 30 to 600 (default 100)")
     p.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    add_verbose(p)
     return p
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    return run_cli(lambda: run(args), PROG)
+    return run_cli(lambda: run(args), PROG, verbose=args.verbose)
 
 
 def output_folder(run_path: Path, out: Optional[str]) -> Path:

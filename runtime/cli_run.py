@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from fer_engine.cli import (non_negative_float, non_negative_int, positive_float, positive_int, run_cli,
+from fer_engine.cli import (add_verbose, non_negative_float, non_negative_int, positive_float, positive_int, run_cli,
                             unit_interval)
 from fer_engine.errors import FerError
 from fer_engine.signals import StopSignalScope
@@ -126,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "the rest is dropped (default 4; keep it a few seconds below a container's stop grace "
                         "period, 10 s in Docker)")
     o.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    add_verbose(p)
     return p
 
 
@@ -274,7 +275,7 @@ class Window:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return run_cli(lambda: run(args), PROG, OPTIONS)
+    return run_cli(lambda: run(args), PROG, OPTIONS, verbose=args.verbose)
 
 
 def run(args) -> int:

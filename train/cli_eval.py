@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from fer_engine.cli import naming, positive_int, run_cli
+from fer_engine.cli import add_verbose, naming, positive_int, run_cli
 from fer_engine.spec import SPLITS
 
 
@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--limit", type=positive_int, metavar="N", help="evaluate only the first N faces of the split")
     p.add_argument("--skip-bad-rows", action="store_true", help="skip malformed rows or images, counting them")
+    add_verbose(p)
     return p
 
 
@@ -105,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
                       announce=lambda option, path: print(f"{titles[option]}: {path}"))
         return 0
 
-    return run_cli(body, "fer-eval")
+    return run_cli(body, "fer-eval", verbose=args.verbose)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ import argparse
 import signal
 import sys
 
-from fer_engine.cli import non_negative_float, non_negative_int, positive_float, positive_int, run_cli, unit_interval
+from fer_engine.cli import (add_verbose, non_negative_float, non_negative_int, positive_float, positive_int, run_cli,
+                            unit_interval)
 from fer_engine.signals import StopSignalScope
 
 
@@ -63,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-bad-rows", action="store_true", help="skip malformed rows or images, counting them")
     p.add_argument("--no-test", action="store_true", help="do not evaluate PrivateTest after training")
     p.add_argument("--list-models", action="store_true", help="list the registered models and exit")
+    add_verbose(p)
     return p
 
 
@@ -127,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"checkpoint: {trainer.out / 'best'}")
         return 0
 
-    return run_cli(body, "fer-train")
+    return run_cli(body, "fer-train", verbose=args.verbose)
 
 
 if __name__ == "__main__":
