@@ -102,10 +102,10 @@ class CaptureSource(FrameSource):
         self.index = 0
         self.corrupt = 0
         self.ended_early = False
+        self._start = time.perf_counter()
 
     def expected_frames(self) -> int | None:
         return self.frame_count if not self.live and self.frame_count > 0 else None
-        self._start = time.perf_counter()
 
     def _open(self) -> cv2.VideoCapture:
         capture = self._capture()

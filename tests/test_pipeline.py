@@ -166,7 +166,7 @@ def test_a_failing_stage_stops_the_run_with_its_message_and_keeps_what_was_writt
 def test_a_failing_classifier_stops_the_run(drawn_video, monkeypatch):
     config = PipelineConfig(recognizer=RecognizerConfig(detector=DetectorConfig("haar")), render=False)
     pipeline = Pipeline([SourceSpec("video", str(drawn_video))], config)
-    monkeypatch.setattr(pipeline.recognizer, "crop", lambda image, d: np.zeros((1, 48, 48), np.uint8))
+    monkeypatch.setattr(pipeline.recognizer, "crop", lambda image, d: np.zeros((len(d), 48, 48), np.uint8))
     monkeypatch.setattr(pipeline.recognizer, "classify", lambda crops, n: 1 / 0)
     with pytest.raises(FerError, match="infer stage failed: ZeroDivisionError"):
         pipeline.run()
