@@ -35,7 +35,8 @@ def square_region(box, margin: float) -> tuple[int, int, int]:
 def cut_square(gray: np.ndarray, x0: int, y0: int, side: int) -> np.ndarray:
     height, width = gray.shape
     x1, y1 = x0 + side, y0 + side
-    inside = gray[max(y0, 0):min(y1, height), max(x0, 0):min(x1, width)]
+    # Clamped at 0 too: a square wholly left of or above the frame must not become a negative (wrapping) index.
+    inside = gray[max(y0, 0):max(min(y1, height), 0), max(x0, 0):max(min(x1, width), 0)]
     if inside.size == 0:
         return np.zeros((side, side), np.uint8)
     if inside.shape == (side, side):
@@ -78,12 +79,25 @@ def crop_face(gray: np.ndarray, box, size: tuple[int, int], margin: float = 0.0,
 
 def crop_faces(frame: np.ndarray, detections: Detections, size: tuple[int, int], margin: float = 0.0,
                align: bool = False) -> np.ndarray:
-    """All faces of a frame as uint8 gray crops ``[N, H, W]``."""
+    """All faces of a frame as uint8 gray crops ``[N, H, W]``.
+
+    Only each face's square (inside the frame) is converted to gray, not the whole frame: on a 1280×720
+    frame with one face that is a few percent of the pixels, and the crop is the same."""
     out = np.empty((len(detections), size[0], size[1]), np.uint8)
     if not len(detections):
         return out
-    gray = to_gray(frame)
     use_landmarks = align and detections.landmarks is not None
+    height, width = frame.shape[:2]
     for i, box in enumerate(detections.boxes):
-        out[i] = crop_face(gray, box, size, margin, detections.landmarks[i] if use_landmarks else None)
+        x0, y0, side = square_region(box, margin)
+        if use_landmarks:  # crop_face cuts a square √2 larger to rotate
+            grow = (int(math.ceil(side * SQRT2)) - side) // 2 + 1
+            x0, y0, side = x0 - grow, y0 - grow, side + 2 * grow
+        landmarks = detections.landmarks[i] if use_landmarks else None
+        left, top, right, bottom = max(x0, 0), max(y0, 0), min(x0 + side, width), min(y0 + side, height)
+        if left >= right or top >= bottom:  # wholly outside the frame: crop_face's own answer for that
+            out[i] = crop_face(np.zeros((height, width), np.uint8), box, size, margin, landmarks)
+            continue
+        shifted = (box[0] - left, box[1] - top, box[2], box[3])
+        out[i] = crop_face(to_gray(frame[top:bottom, left:right]), shifted, size, margin, landmarks)
     return out

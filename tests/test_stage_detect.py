@@ -158,3 +158,28 @@ def test_the_wheel_ships_yunet_with_its_license(tmp_path):
     names = zipfile.ZipFile(next(tmp_path.glob("fer_engine-*.whl"))).namelist()
     for name in ("yunet_s_640_640.onnx", "LICENSE", "NOTICE"):
         assert f"fer_engine/runtime/models/yunet/{name}" in names
+
+
+def test_crops_cut_from_each_face_region_equal_crops_of_the_whole_gray_frame():
+    from fer_engine.runtime.crops import crop_faces, to_gray
+    from fer_engine.runtime.results import Detections
+
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        height, width = (int(v) for v in rng.integers(40, 300, 2))
+        frame = rng.integers(0, 255, (height, width, 3), dtype=np.uint8)
+        n = int(rng.integers(1, 4))
+        boxes = np.stack([rng.uniform(-80, width + 20, n), rng.uniform(-80, height + 20, n),
+                          rng.uniform(1, 150, n), rng.uniform(1, 150, n)], 1)
+        detections = Detections(boxes, np.ones(n), rng.uniform(-50, 350, (n, 5, 2)))
+        gray = to_gray(frame)
+        for align in (False, True):
+            expected = [crop_face(gray, box, (48, 48), 0.1, detections.landmarks[i] if align else None)
+                        for i, box in enumerate(detections.boxes)]
+            np.testing.assert_array_equal(crop_faces(frame, detections, (48, 48), 0.1, align), np.stack(expected))
+
+
+def test_a_square_wholly_left_of_or_above_the_frame_crops_to_black():
+    frame = np.full((100, 200), 200, np.uint8)
+    for box in ([-90, 10, 40, 40], [10, -90, 40, 40]):
+        assert not crop_face(frame, box, (48, 48)).any()
