@@ -14,6 +14,7 @@ import argparse
 import csv
 import gc
 import json
+import math
 import os
 import signal
 import sys
@@ -28,6 +29,7 @@ import numpy as np
 from fer_engine.cli import add_verbose, comma_separated, excerpt, one_of, positive_float, positive_int, run_cli
 from fer_engine.errors import FerError
 from fer_engine.formats import formats_of_kind
+from fer_engine.progress import bar, write
 from fer_engine.signals import StopSignalScope
 
 from .bench_backends import Case, accuracy_batch, all_backends, cpu_batch_limit
@@ -280,7 +282,33 @@ def write_csv(rows: list[Row], path: Path) -> None:
             writer.writerow([getattr(r, f) for f in fields] + extra)
 
 
+# The accuracy axis spans at least this many points, from a round value below the lowest accuracy: a spread
+# of a few hundredths of a point between backends (int8 against fp32) is rounding, and must look like it.
+MIN_ACCURACY_SPAN = 10.0
+ACCURACY_STEP = 5.0
+
+
+def accuracy_limits(percents: list[float]) -> tuple[float, float]:
+    """The accuracy axis (in %) for these accuracies: from a multiple of 5 below the lowest, spanning at least
+    ``MIN_ACCURACY_SPAN`` points, within 0..100."""
+    if not percents:
+        return 0.0, 100.0
+    low, high = min(percents), max(percents)
+    bottom = max(0.0, math.floor((low - 1) / ACCURACY_STEP) * ACCURACY_STEP)
+    top = min(100.0, max(math.ceil((high + 1) / ACCURACY_STEP) * ACCURACY_STEP, bottom + MIN_ACCURACY_SPAN))
+    return min(bottom, top - MIN_ACCURACY_SPAN), top
+
+
 def write_png(rows: list[Row], path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig = bench_figure(rows)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def bench_figure(rows: list[Row]):
+    """Accuracy against latency (left) and throughput per model and backend (right) of the classifier rows."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -291,13 +319,17 @@ def write_png(rows: list[Row], path: Path) -> None:
     batches = sorted({r.batch for r in ok})
     fig, (left, right) = plt.subplots(1, 2, figsize=(14, max(5.0, 0.32 * len(groups) * max(1, len(batches)) ** 0.5)),
                                       gridspec_kw={"width_ratios": [1, 1.3]})
+    shown = []
     for r in ok:
         acc = r.accuracy.get("PrivateTest", {}).get("accuracy")
         if acc is not None and r.batch == 1:
             left.scatter(r.p50_ms, acc * 100)
             left.annotate(f"{r.model} {r.backend}", (r.p50_ms, acc * 100), fontsize=7)
+            shown.append(acc * 100)
     left.set(xlabel="p50 latency at batch 1 (ms)", ylabel="PrivateTest accuracy (%)",
              title="accuracy vs latency (trained weights only)", xscale="log")
+    if shown:
+        left.set_ylim(*accuracy_limits(shown))
     height = 0.8 / max(1, len(batches))
     rate = {(r.model, r.backend, r.batch): r.faces_per_s for r in ok}
     for k, batch in enumerate(batches):
@@ -309,8 +341,7 @@ def write_png(rows: list[Row], path: Path) -> None:
         right.legend(fontsize=8)
     right.set(xlabel="faces/s (log)", title="throughput per model and backend", xscale="log")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return fig
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -353,7 +384,8 @@ class StopOnSignals(StopSignalScope):
 
 def run(args) -> int:
     def log(message: str) -> None:
-        print(f"{PROG}: {message}", file=sys.stderr, flush=True)
+        write(f"{PROG}: {message}", stream=sys.stderr)  # above the bar, when one is drawn
+        sys.stderr.flush()
 
     if args.list_backends:
         print("\n".join(BACKENDS))
@@ -405,13 +437,19 @@ def measure_all(args, progress: Progress, log) -> None:
             results["models"] = []
             splits = load_splits(args.data, args.skip_bad_rows, log)
             backends = choose_backends(args)
-            for name in model_names(args):
-                case = make_case(name, args, work_dir)
-                log(f"{case.name}: {case.source}")
-                for row in bench_case(case, backends, args.batch_sizes, args, splits, log):
-                    rows.append(row)
-                del case
-                free_memory()
+            names = model_names(args)
+            # One bar over the rows: a model × backend × batch each; a backend skipped or failed as a whole
+            # (one row of batch 0) counts for all its batches.
+            with bar(total=len(names) * len(backends) * len(args.batch_sizes), desc=PROG, unit="row") as shown:
+                for name in names:
+                    shown.set_description(f"{PROG} {name}")
+                    case = make_case(name, args, work_dir)
+                    log(f"{case.name}: {case.source}")
+                    for row in bench_case(case, backends, args.batch_sizes, args, splits, log):
+                        rows.append(row)
+                        shown.update(len(args.batch_sizes) if row.batch == 0 else 1)
+                    del case
+                    free_memory()
             print("## Classifiers\n\n" + markdown(rows) + "\n")
             progress.table_printed = True
         if args.pipeline:

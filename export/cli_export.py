@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Iterator
 
 from fer_engine.cli import add_verbose, int_between, non_negative_int, positive_int, run_cli
+from fer_engine.progress import bar, write
 
 from .onnx_export import MAX_OPSET, MIN_OPSET
 from .triton_repo import DEFAULT_MAX_BATCH  # one default for TensorRT profiles and Triton's max_batch_size
@@ -239,16 +240,19 @@ def _export(args, job, weights: Weights, inputs: Inputs, formats: list, triton_o
     out.mkdir(parents=True, exist_ok=True)
     report: dict = {"model": job.built.spec.model, "opset": args.opset, "weights": weights.to_dict(), "files": {}}
     files, engines = [], []
-    for fmt in formats:
-        started = time.perf_counter()
-        made = job.produce(fmt)
-        print(f"{made.label}: {made.path} ({time.perf_counter() - started:.1f} s)")
-        report.update(made.report)
-        if fmt.verified:
-            files.append(made.path)
-        else:
-            engines.append(made.path)
-            report.setdefault(fmt.kind, []).append({"precision": fmt.precision, "engine": str(made.path)})
+    with bar(total=len(formats), desc="exporting", unit="file") as shown:
+        for fmt in formats:
+            shown.set_description(f"exporting {fmt.name}")
+            started = time.perf_counter()
+            made = job.produce(fmt)
+            write(f"{made.label}: {made.path} ({time.perf_counter() - started:.1f} s)")
+            shown.update(1)
+            report.update(made.report)
+            if fmt.verified:
+                files.append(made.path)
+            else:
+                engines.append(made.path)
+                report.setdefault(fmt.kind, []).append({"precision": fmt.precision, "engine": str(made.path)})
     passed = True
     if not args.no_verify:
         report["verification"] = _verify(job.built, weights, inputs, files)
@@ -271,8 +275,13 @@ def _verify(built, weights: Weights, inputs: Inputs, files: list[Path]) -> dict:
     from .verify import format_table, torch_logits, verify_file
 
     pixel_values = faces_to_pixel_values(inputs.verify_faces, built.spec)
-    reference = torch_logits(built.module, pixel_values)
-    rows = [verify_file(path, reference, pixel_values, inputs.verify_labels, trained=weights.trained) for path in files]
+    with bar(total=len(pixel_values), desc="verifying: PyTorch", unit="face") as shown:
+        reference = torch_logits(built.module, pixel_values, progress=shown)
+    rows = []
+    for path in files:  # a bar per file: the faces verified (minutes for a large model)
+        with bar(total=len(pixel_values), desc=f"verifying {path.name}", unit="face") as shown:
+            rows.append(verify_file(path, reference, pixel_values, inputs.verify_labels, trained=weights.trained,
+                                    progress=shown))
     print(f"\nverified against PyTorch on {inputs.verify_described}; weights: {weights.describe()}\n{format_table(rows)}")
     return {"faces": inputs.verify_described, "weights": weights.to_dict(),
             "judged_by": "top-1 agreement and accuracy" if weights.trained else "logits: max |Δlogit| and correlation",

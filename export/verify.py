@@ -54,7 +54,8 @@ class VerifyRow:
         return asdict(self)
 
 
-def torch_logits(module, pixel_values: np.ndarray, batch_size: int = 64) -> np.ndarray:
+def torch_logits(module, pixel_values: np.ndarray, batch_size: int = 64, progress=None) -> np.ndarray:
+    """PyTorch's logits, ``batch_size`` faces at a time; ``progress.update(n)`` after each batch, if given."""
     import torch
 
     module.eval()
@@ -62,6 +63,8 @@ def torch_logits(module, pixel_values: np.ndarray, batch_size: int = 64) -> np.n
     with torch.no_grad():
         for start in range(0, len(pixel_values), batch_size):
             out.append(module(torch.from_numpy(pixel_values[start:start + batch_size])).float().numpy())
+            if progress is not None:
+                progress.update(len(out[-1]))
     return np.concatenate(out)
 
 
@@ -82,11 +85,17 @@ def logit_correlation(logits: np.ndarray, reference: np.ndarray) -> float:
 
 
 def verify_file(path: Path, reference: np.ndarray, pixel_values: np.ndarray, labels: np.ndarray | None,
-                batch_size: int = 64, trained: bool = True) -> VerifyRow:
+                batch_size: int = 64, trained: bool = True, progress=None) -> VerifyRow:
+    """The export at ``path`` against PyTorch's ``reference`` logits; ``progress.update(n)`` after each batch
+    of faces, if given."""
     classifier = load_classifier(str(path))
     precision = classifier.spec.precision
-    logits = np.concatenate([classifier.predict_logits(pixel_values[i:i + batch_size])
-                             for i in range(0, len(pixel_values), batch_size)])
+    chunks = []
+    for i in range(0, len(pixel_values), batch_size):
+        chunks.append(classifier.predict_logits(pixel_values[i:i + batch_size]))
+        if progress is not None:
+            progress.update(len(chunks[-1]))
+    logits = np.concatenate(chunks)
     agreement = float((logits.argmax(1) == reference.argmax(1)).mean())
     max_diff = float(np.abs(logits - reference).max())
     correlation = logit_correlation(logits, reference)

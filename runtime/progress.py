@@ -9,6 +9,8 @@ from typing import Callable, TextIO
 
 from tqdm import tqdm
 
+from fer_engine.progress import wanted
+
 
 class RunProgress:
     def __init__(self, frames_done: Callable[[], int], total: int | None, enabled: bool,
@@ -19,8 +21,7 @@ class RunProgress:
 
     @staticmethod
     def wanted(quiet: bool, stream: TextIO | None = None) -> bool:
-        stream = stream or sys.stderr
-        return not quiet and hasattr(stream, "isatty") and stream.isatty()
+        return wanted(quiet, stream)  # the rule of every fer-* bar (core/progress.py)
 
     def poll(self) -> None:
         if self._bar is not None:

@@ -18,7 +18,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="fer-eval", description=__doc__,
         epilog="Example: fer-eval checkpoints/cnn --data fer2013.csv.gz --split PrivateTest --json eval.json")
     p.add_argument("model", metavar="MODEL", nargs="?",
-                   help="a fer-train checkpoint folder, an exported .onnx file, a TensorRT engine or a triton:// URL")
+                   help="a fer-train checkpoint folder, an exported .onnx file, a TensorRT engine, a triton:// URL or "
+                        "a shipped model's name (cnn, cnn-int8); default: the shipped cnn checkpoint")
     p.add_argument("--model", dest="family", metavar="NAME",
                    help="instead of MODEL: a Hugging Face emotion model of this family (vit, convnext, convnextv2), "
                         "its labels mapped onto ours; without --pretrained, the family's published FER2013 fine-tune")
@@ -45,6 +46,43 @@ def png_output(args) -> tuple[str, str | None]:
     return "--png", None
 
 
+def predict_with_progress(classifier, faces, batch_size: int, tta: bool):
+    """``classifier.predict_probs`` a batch at a time, with a bar of the faces done on a terminal."""
+    import numpy as np
+
+    from fer_engine.progress import bar
+
+    chunks = []
+    with bar(total=len(faces), desc="evaluating", unit="face") as shown:
+        for start in range(0, len(faces), batch_size):
+            chunks.append(classifier.predict_probs(faces[start:start + batch_size], batch_size=batch_size, tta=tta))
+            shown.update(len(chunks[-1]))
+    return np.concatenate(chunks) if chunks else classifier.predict_probs(faces[:0], batch_size=batch_size, tta=tta)
+
+
+def default_model() -> str | None:
+    """The model fer-eval reads without MODEL or --model: the shipped cnn checkpoint (found from the package,
+    whatever the working folder), else the shipped cnn ONNX file; None where neither is installed."""
+    from fer_engine.runtime.backends import shipped_models
+    from fer_engine.train.models import get_family
+
+    checkpoint = get_family("cnn").default_checkpoint
+    if checkpoint is not None and checkpoint.is_dir():
+        return str(checkpoint)
+    shipped = shipped_models().get("cnn")
+    return str(shipped) if shipped is not None else None
+
+
+def resolve_shipped(model: str) -> str:
+    """MODEL as given, or the file of a shipped model named so (cnn-int8, cnn) when no such path exists here."""
+    from fer_engine.runtime.backends import shipped_models
+
+    if "://" in model or Path(model).exists():
+        return model
+    shipped = shipped_models().get(model)
+    return str(shipped) if shipped is not None else model
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
@@ -65,8 +103,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.pretrained and not args.family:
             raise FerError("--pretrained needs --model NAME (vit, convnext or convnextv2) to say how to load it")
         if not args.model and not args.family:
-            raise FerError("say what to evaluate: MODEL (a checkpoint folder, .onnx, engine or triton:// URL), "
-                           "or --model NAME [--pretrained ID_OR_DIR] for a Hugging Face emotion model")
+            args.model = default_model()
+            if args.model is None:
+                raise FerError("say what to evaluate: MODEL (a checkpoint folder, .onnx, engine or triton:// URL), "
+                               "or --model NAME [--pretrained ID_OR_DIR] for a Hugging Face emotion model")
+        if args.model:
+            args.model = resolve_shipped(args.model)
         check_data_path(args.data)
         if args.family:
             from .classifiers import load_pretrained
@@ -80,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         split = data.split(args.split).head(args.limit)
         started = time.perf_counter()
         with naming(args.model):
-            probs = classifier.predict_probs(split.images, batch_size=args.batch_size, tta=args.tta)
+            probs = predict_with_progress(classifier, split.images, args.batch_size, args.tta)
         elapsed = time.perf_counter() - started
         probs = probs[:, classifier.spec.label_index(LABELS)]
         report = Report.from_predictions(split.labels, probs.argmax(1), LABELS)

@@ -15,11 +15,13 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
 from fer_engine.cli import excerpt
 from fer_engine.errors import FerError
+from fer_engine.progress import bar
 from fer_engine.spec import LABELS, SPLITS
 
 FACE_SIZE = 48
@@ -123,8 +125,10 @@ def check_data_path(path: str | os.PathLike) -> Path:
 
 
 def load_fer2013(path: str | os.PathLike, *, skip_bad_rows: bool = False, cache: bool = True,
-                 cache_dir: str | os.PathLike | None = None) -> FerData:
-    """Load the Kaggle CSV (``.csv`` or ``.csv.gz``) or an image-folder tree, through the cache."""
+                 cache_dir: str | os.PathLike | None = None, progress: bool | None = None) -> FerData:
+    """Load the Kaggle CSV (``.csv`` or ``.csv.gz``) or an image-folder tree, through the cache. A parse
+    shows a bar on stderr ("parsing fer2013.csv.gz, cached for next time") when ``progress``, or, with
+    ``progress=None``, when stderr is a terminal; a load from the cache shows nothing."""
     path = check_data_path(path)
     key = _content_key(path, skip_bad_rows)
     cache_file = Path(cache_dir or default_cache_dir()) / f"fer2013-{key}.npz"
@@ -135,7 +139,9 @@ def load_fer2013(path: str | os.PathLike, *, skip_bad_rows: bool = False, cache:
                 return FerData(z["images"], z["labels"], z["splits"], str(path), int(z["skipped"]), True, first or None)
         except (OSError, KeyError, ValueError):
             pass  # a damaged cache is rebuilt below
-    data = _parse_folder(path, skip_bad_rows) if path.is_dir() else _parse_csv(path, skip_bad_rows)
+    desc = f"parsing {path.name}" + (", cached for next time" if cache else "")
+    parse = _parse_folder if path.is_dir() else _parse_csv
+    data = parse(path, skip_bad_rows, lambda **kw: bar(desc=desc, enabled=progress, **kw))
     if cache:
         _write_cache(cache_file, data)
     return data
@@ -165,18 +171,19 @@ def _write_cache(cache_file: Path, data: FerData) -> None:
         pass  # a read-only cache folder only costs the parse next time
 
 
-def _open_text(path: Path) -> io.TextIOBase:
-    with open(path, "rb") as probe:
-        gzipped = probe.read(2) == b"\x1f\x8b"
-    raw = gzip.open(path, "rb") if gzipped else open(path, "rb")
-    return io.TextIOWrapper(raw, encoding="utf-8", newline="")
+def _open_text(raw: BinaryIO) -> io.TextIOBase:
+    """The text of an open file, gunzipped if it is gzip (the file's own position is the progress in bytes)."""
+    gzipped = raw.read(2) == b"\x1f\x8b"
+    raw.seek(0)
+    return io.TextIOWrapper(gzip.GzipFile(fileobj=raw, mode="rb") if gzipped else raw, encoding="utf-8", newline="")
 
 
-def _parse_csv(path: Path, skip_bad_rows: bool) -> FerData:
+def _parse_csv(path: Path, skip_bad_rows: bool, progress) -> FerData:
     reject = _Rejects(skip_bad_rows)
     images, labels, splits = [], [], []
     try:
-        with _open_text(path) as text:
+        with open(path, "rb") as raw, _open_text(raw) as text, \
+                progress(total=path.stat().st_size, unit="B", unit_scale=True, unit_divisor=1024) as shown:
             reader = csv.reader(text)
             header = next(reader, None)
             if header is None:
@@ -192,6 +199,8 @@ def _parse_csv(path: Path, skip_bad_rows: bool) -> FerData:
                                "A FER2013 CSV has the header emotion,pixels,Usage")
             ie, ip, iu = columns["emotion"], columns["pixels"], columns["usage"]
             for line_no, row in enumerate(reader, start=2):
+                if line_no % 512 == 0:
+                    shown.update(raw.tell() - shown.n)
                 if not row:
                     continue
                 where = f"{path}, line {line_no}"
@@ -220,6 +229,7 @@ def _parse_csv(path: Path, skip_bad_rows: bool) -> FerData:
                 images.append(pixels.astype(np.uint8).reshape(FACE_SIZE, FACE_SIZE))
                 labels.append(label)
                 splits.append(SPLITS.index(split))
+            shown.update(shown.total - shown.n)
     except (OSError, EOFError, UnicodeDecodeError, csv.Error) as exc:
         raise FerError(f"cannot read {path} as a FER2013 CSV: {exc}") from exc
     if not images:
@@ -252,7 +262,7 @@ def _walk_files(root: Path):
                 yield Path(dirpath) / name
 
 
-def _parse_folder(root: Path, skip_bad_rows: bool) -> FerData:
+def _parse_folder(root: Path, skip_bad_rows: bool, progress) -> FerData:
     """``<root>/<split>/<emotion>/*.png|jpg``; a ``Training_``/``PublicTest_``/``PrivateTest_`` file
     prefix overrides the split folder (the common download keeps both test splits in ``test/``)."""
     import cv2  # the runtime dependency; reads every image format users have
@@ -262,35 +272,36 @@ def _parse_folder(root: Path, skip_bad_rows: bool) -> FerData:
     files = sorted(_walk_files(root))
     if not files:
         raise FerError(f"{root} is empty: expected <root>/<split>/<emotion>/*.png|jpg, e.g. train/happy/Training_1.jpg")
-    for file in files:
-        parts = file.relative_to(root).parts
-        where = str(file)
-        if len(parts) != 3:
-            reject(where, "not in the layout <root>/<split>/<emotion>/<image>")
-            continue
-        split_dir, emotion_dir, name = parts
-        label = LABEL_ALIASES.get(emotion_dir.lower())
-        if label is None:
-            reject(where, f"unknown emotion folder '{emotion_dir}' (expected one of {', '.join(LABELS)})")
-            continue
-        prefix = PREFIX_SPLIT.match(name)
-        split = _split_name(prefix.group(1)) if prefix else _split_name(split_dir)
-        if split is None:
-            reject(where, f"unknown split folder '{split_dir}' (expected train, val or test, or files named "
-                          "Training_*, PublicTest_*, PrivateTest_*)")
-            continue
-        if file.suffix.lower() not in IMAGE_SUFFIXES:
-            reject(where, f"not an image file (expected {', '.join(sorted(IMAGE_SUFFIXES))})")
-            continue
-        image = cv2.imread(str(file), cv2.IMREAD_GRAYSCALE)
-        if image is None:
-            reject(where, "cannot be decoded as an image (corrupt or not an image)")
-            continue
-        if image.shape != (FACE_SIZE, FACE_SIZE):
-            image = cv2.resize(image, (FACE_SIZE, FACE_SIZE), interpolation=cv2.INTER_AREA)
-        images.append(image)
-        labels.append(LABELS.index(label))
-        splits.append(SPLITS.index(split))
+    with progress(iterable=files, unit="image") as shown:
+        for file in shown:
+            parts = file.relative_to(root).parts
+            where = str(file)
+            if len(parts) != 3:
+                reject(where, "not in the layout <root>/<split>/<emotion>/<image>")
+                continue
+            split_dir, emotion_dir, name = parts
+            label = LABEL_ALIASES.get(emotion_dir.lower())
+            if label is None:
+                reject(where, f"unknown emotion folder '{emotion_dir}' (expected one of {', '.join(LABELS)})")
+                continue
+            prefix = PREFIX_SPLIT.match(name)
+            split = _split_name(prefix.group(1)) if prefix else _split_name(split_dir)
+            if split is None:
+                reject(where, f"unknown split folder '{split_dir}' (expected train, val or test, or files named "
+                              "Training_*, PublicTest_*, PrivateTest_*)")
+                continue
+            if file.suffix.lower() not in IMAGE_SUFFIXES:
+                reject(where, f"not an image file (expected {', '.join(sorted(IMAGE_SUFFIXES))})")
+                continue
+            image = cv2.imread(str(file), cv2.IMREAD_GRAYSCALE)
+            if image is None:
+                reject(where, "cannot be decoded as an image (corrupt or not an image)")
+                continue
+            if image.shape != (FACE_SIZE, FACE_SIZE):
+                image = cv2.resize(image, (FACE_SIZE, FACE_SIZE), interpolation=cv2.INTER_AREA)
+            images.append(image)
+            labels.append(LABELS.index(label))
+            splits.append(SPLITS.index(split))
     if not images:
         raise FerError(f"{root} holds no usable images" + (f" (first problem: {reject.first})" if reject.first else ""))
     return _assemble(images, labels, splits, root, reject)
