@@ -150,14 +150,18 @@ def test_the_wheel_ships_yunet_with_its_license(tmp_path):
     import zipfile
 
     source = tmp_path / "src"  # a copy, so setuptools' build/ folder is not left in the repository
-    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".git", ".venv*", "runs", "build", "*.egg-info",
-                                                                "__pycache__", "training-state"))
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".git", ".venv*", "*-venv", "runs", "build",
+                                                                "*.egg-info", "__pycache__", "training-state",
+                                                                "exports"))
     result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
                              "-w", str(tmp_path), str(source)], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     names = zipfile.ZipFile(next(tmp_path.glob("fer_engine-*.whl"))).namelist()
     for name in ("yunet_s_640_640.onnx", "LICENSE", "NOTICE"):
         assert f"fer_engine/runtime/models/yunet/{name}" in names
+    modules = [path.relative_to(REPO / "runtime").as_posix() for path in (REPO / "runtime").rglob("*.py")]
+    missing = [m for m in modules if f"fer_engine/runtime/{m}" not in names]
+    assert not missing, f"the wheel lacks runtime modules {missing} (pyproject.toml packages)"
 
 
 def test_crops_cut_from_each_face_region_equal_crops_of_the_whole_gray_frame():
