@@ -118,29 +118,6 @@ def select_variants(patterns: list[str] | None) -> list[Variant]:
 
 # --- building ------------------------------------------------------------------------------------------------
 
-class _Reader:
-    """onnxruntime's CalibrationDataReader over preprocessed batches, with the ``set_range`` of its strided
-    MinMax calibration (as export/quantize.py)."""
-
-    def __init__(self, batches: list[np.ndarray]):
-        self.batches, self.position, self.end = batches, 0, len(batches)
-
-    def __len__(self) -> int:
-        return len(self.batches)
-
-    def set_range(self, start_index: int, end_index: int) -> None:
-        self.position, self.end = start_index, min(end_index, len(self.batches))
-
-    def get_next(self):
-        if self.position >= self.end:
-            return None
-        self.position += 1
-        return {"pixel_values": self.batches[self.position - 1]}
-
-    def rewind(self):
-        self.position, self.end = 0, len(self.batches)
-
-
 def first_conv(path: Path) -> str:
     import onnx
 
@@ -155,12 +132,13 @@ def build_variant(variant: Variant, prepared: Path, out: Path, spec, batches: li
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     from fer_engine.export.onnx_export import save_model
+    from fer_engine.export.quantize import CalibrationBatches
 
     activation, weight = (getattr(QuantType, t) for t in TYPES[variant.types])
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="fer-int8-variant-") as tmp:
         raw = Path(tmp) / "int8.onnx"
-        quantize_static(str(prepared), str(raw), _Reader(batches),
+        quantize_static(str(prepared), str(raw), CalibrationBatches(batches),
                         quant_format=QuantFormat.QDQ if variant.fmt == "qdq" else QuantFormat.QOperator,
                         per_channel=variant.per_channel, activation_type=activation, weight_type=weight,
                         calibrate_method=getattr(CalibrationMethod, CALIBRATIONS[variant.calibration]),

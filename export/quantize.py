@@ -76,13 +76,17 @@ def calibration_batch(spec) -> int:
     return max(1, min(32, CALIBRATION_BATCH_PIXELS // (height * width)))
 
 
-class _FaceReader:
-    """onnxruntime's CalibrationDataReader protocol over preprocessed faces, with the ``set_range`` that
-    its strided calibration (``CalibStridedMinMax``) uses to calibrate a few batches at a time."""
+class CalibrationBatches:
+    """onnxruntime's CalibrationDataReader protocol over batches of ``pixel_values``, with the ``set_range``
+    that its strided calibration (``CalibStridedMinMax``) uses to calibrate a few batches at a time."""
 
-    def __init__(self, faces: np.ndarray, spec, batch_size: int = 32):
-        self.batches = [faces_to_pixel_values(faces[i:i + batch_size], spec) for i in range(0, len(faces), batch_size)]
+    def __init__(self, batches: list[np.ndarray]):
+        self.batches = batches
         self.position, self.end = 0, len(self.batches)
+
+    @classmethod
+    def of_faces(cls, faces: np.ndarray, spec, batch_size: int = 32) -> "CalibrationBatches":
+        return cls([faces_to_pixel_values(faces[i:i + batch_size], spec) for i in range(0, len(faces), batch_size)])
 
     def __len__(self) -> int:
         return len(self.batches)
@@ -121,7 +125,7 @@ def quantize_static_qdq(fp32_path: Path, out: Path, spec, faces: np.ndarray, met
                           skip_symbolic_shape=not get_family(spec.model).symbolic_shape_inference)
         raw = Path(tmp) / "int8.onnx"
         batch = calibration_batch(spec)
-        quantize_static(str(prepared), str(raw), _FaceReader(faces, spec, batch), quant_format=QuantFormat.QDQ,
+        quantize_static(str(prepared), str(raw), CalibrationBatches.of_faces(faces, spec, batch), quant_format=QuantFormat.QDQ,
                         per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         calibrate_method=calibrate, reduce_range=True,
                         # MinMax keeps every activation of every batch until the end unless it calibrates

@@ -4,6 +4,7 @@ import csv
 import gzip
 import json
 import os
+import subprocess
 import textwrap
 from pathlib import Path
 
@@ -121,3 +122,29 @@ def match(truth_faces, detected) -> list[tuple[dict, object]]:
                 pairs.append((face, t))
                 break
     return pairs
+
+
+def run_on_a_terminal(argv: list[str], cwd: Path | None = None, timeout: float = 120) -> tuple[int, str]:
+    """Exit code and what a command prints on a terminal of 120 columns (a pseudo-terminal for stdout and
+    stderr)."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    process = subprocess.Popen(argv, stdout=slave, stderr=slave, stdin=subprocess.DEVNULL, cwd=cwd)
+    os.close(slave)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # the command ended and closed the terminal
+            break
+        if not chunk:
+            break
+        out += chunk
+    code = process.wait(timeout=timeout)
+    os.close(master)
+    return code, out.decode(errors="replace")

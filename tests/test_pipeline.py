@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import REPO, match, needs_yunet, read_jsonl
+from conftest import REPO, match, needs_yunet, read_jsonl, run_on_a_terminal
 from fer_engine.errors import FerError
 from fer_engine.runtime import Pipeline, PipelineConfig, RecognizerConfig, SourceSpec
 from fer_engine.runtime.backends import resolve_model
@@ -257,38 +257,12 @@ def test_user_mistakes_get_one_clear_line(argv, message, tmp_path, drawn_video, 
     assert "Traceback" not in err and "WARN" not in err
 
 
-def run_on_a_terminal(argv: list[str]) -> str:
-    """What a command prints on a terminal of 120 columns (a pseudo-terminal for stdout and stderr)."""
-    import fcntl
-    import os
-    import pty
-    import struct
-    import termios
-
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
-    process = subprocess.Popen(argv, stdout=slave, stderr=slave)
-    os.close(slave)
-    out = b""
-    while True:
-        try:
-            chunk = os.read(master, 4096)
-        except OSError:  # the command ended and closed the terminal
-            break
-        if not chunk:
-            break
-        out += chunk
-    process.wait(timeout=60)
-    os.close(master)
-    return out.decode(errors="replace")
-
-
 def test_progress_shows_on_a_terminal_and_not_in_a_log_or_with_quiet(drawn_video, tmp_path):
     argv = [sys.executable, "-m", "fer_engine.runtime.cli_run", "--video", str(drawn_video), "--no-render",
             "--detector", "haar", "--json", str(tmp_path / "out.jsonl")]
-    terminal = run_on_a_terminal(argv)
+    _, terminal = run_on_a_terminal(argv)
     assert "/12 [" in terminal and "frame/s" in terminal  # frames done of the 12 the file declares
     logged = subprocess.run(argv, capture_output=True, text=True, timeout=60)
     assert logged.returncode == 0 and "frame/s" not in logged.stderr and "12 frames" in logged.stderr
-    quiet = run_on_a_terminal(argv + ["-q"])
+    _, quiet = run_on_a_terminal(argv + ["-q"])
     assert "frame/s" not in quiet and "12 frames" in quiet

@@ -4,7 +4,6 @@ verification, fer-bench's rows. A bar on a terminal; nothing of it in a log (std
 from __future__ import annotations
 
 import io
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,37 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import write_csv
+from conftest import run_on_a_terminal, write_csv
 
 from fer_engine.train.data import load_fer2013
 
 PARSE_NOTE = "parsing fer2013.csv.gz, cached for next time"
-
-
-def run_on_a_terminal(argv: list[str], cwd: Path | None = None, timeout: float = 120) -> tuple[int, str]:
-    """Exit code and what a command prints on a terminal of 120 columns (a pseudo-terminal for stdout and
-    stderr)."""
-    import fcntl
-    import pty
-    import struct
-    import termios
-
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
-    process = subprocess.Popen(argv, stdout=slave, stderr=slave, stdin=subprocess.DEVNULL, cwd=cwd)
-    os.close(slave)
-    out = b""
-    while True:
-        try:
-            chunk = os.read(master, 4096)
-        except OSError:  # the command ended and closed the terminal
-            break
-        if not chunk:
-            break
-        out += chunk
-    code = process.wait(timeout=timeout)
-    os.close(master)
-    return code, out.decode(errors="replace")
 
 
 def in_a_log(argv: list[str], cwd: Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
