@@ -297,3 +297,18 @@ def test_fer_package_video_row_only_when_the_package_runs(tmp_path, monkeypatch)
     assert rows[-1]["fps"] == 12.5 and rows[-1]["frames"] == 8 and rows[-1]["recall"] == 0.0
     assert rows[-1]["agreement"] is None and rows[-1]["classified"] == rows[-1]["detected"] == 1.0
     assert rows[0]["recall"] > 0 and peers.FER_VIDEO in said[-1] and "no row" not in said[-1]
+
+
+def test_label_stability_counts_the_faces_whose_label_a_small_shift_changes():
+    from fer_engine.benchmarks.stability import PERTURBATIONS, label_changes
+
+    faces = np.zeros((4, 48, 48), np.uint8)
+    faces[:, :, 24:] = 255  # an edge at column 24: shifted right by a pixel, column 24 shows the dark side
+
+    def edge_side(batch: np.ndarray) -> np.ndarray:
+        return (batch[:, 24, 24] > 127).astype(int)
+
+    rows = label_changes(edge_side, faces, truth=np.ones(4, int))
+    assert rows["unchanged"] == {"changed": 0.0, "accuracy": 1.0}
+    assert rows["shift 1 px"]["changed"] == 1.0 and rows["shift 1 px"]["accuracy"] == 0.0
+    assert set(rows) == {"unchanged", *PERTURBATIONS}
