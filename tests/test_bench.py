@@ -312,3 +312,12 @@ def test_label_stability_counts_the_faces_whose_label_a_small_shift_changes():
     assert rows["unchanged"] == {"changed": 0.0, "accuracy": 1.0}
     assert rows["shift 1 px"]["changed"] == 1.0 and rows["shift 1 px"]["accuracy"] == 0.0
     assert set(rows) == {"unchanged", *PERTURBATIONS}
+
+
+def test_quick_all_models_is_every_model_and_quick_alone_is_cnn():
+    from fer_engine.benchmarks.cli_bench import build_parser, model_names
+    from fer_engine.train.models import list_models
+
+    assert model_names(build_parser().parse_args(["--all-models", "--quick"])) == list_models()
+    assert len(list_models()) >= 4
+    assert model_names(build_parser().parse_args(["--quick"])) == ["cnn"]
