@@ -193,6 +193,11 @@ def calibration(case: Case, fmt: Format):
         size = get_family(case.name).calibration_faces
     else:
         return None
+    if case.calibration_data is None and not case.trained:
+        # Untrained weights are timed, never scored: drawn faces calibrate them as well as FER2013 would.
+        from .face_video import drawn_faces
+
+        return drawn_faces(size)
     return calibration_faces(case.calibration_data, size, skip_bad_rows=case.skip_bad_rows)
 
 
