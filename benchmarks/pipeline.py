@@ -241,9 +241,10 @@ class PolicyRow:
 
 
 def policy_rows(video: Path, truth, model: str | None, threads: int | None, out_dir: Path,
-                policies=POLICIES, rows: list | None = None) -> list[PolicyRow]:
-    """Each policy on ``video`` (``--json --no-render``, smoothing as fer-run's default), compared with the
-    first (every frame) by the measures of benchmarks/moving_faces.py."""
+                policies=POLICIES, rows: list | None = None) -> list[list[dict]]:
+    """Each policy on ``video`` (``--json --no-render``, smoothing as fer-run's default), appended to ``rows``,
+    compared with the first (every frame) by the measures of benchmarks/moving_faces.py; returns the first's
+    records, the reference for other runs on the video."""
     from .moving_faces import compare
 
     rows = [] if rows is None else rows
@@ -262,7 +263,7 @@ def policy_rows(video: Path, truth, model: str | None, threads: int | None, out_
             follow_added_ms=measures["follow"]["added_ms"] if measures else {},
             classified=summary.batched_faces / max(summary.faces, 1),
             detected=summary.detected_frames / max(summary.frames, 1), latency_ms=row.latency_ms))
-    return rows
+    return reference
 
 
 def realtime_row(video: Path, model: str | None, threads: int | None, out_dir: Path) -> Row:
@@ -314,17 +315,14 @@ def bench_policies(data: str | None, model: str | None, threads: int | None, fra
             truth = maker(video, faces, labels, frames=frames, seed=seed)
             rows: list[PolicyRow] = []
             try:
-                policy_rows(video, truth, model, threads, tmp, policies, rows=rows)
+                reference = policy_rows(video, truth, model, threads, tmp, policies, rows=rows)
                 # The `fer` package end to end (benchmarks/peers_env.sh builds an environment with it), scored
-                # against our every-frame run, run again for its records: policy_rows keeps them to itself.
+                # against our every-frame run.
                 peer = fer_package_video(video)
                 if isinstance(peer, str):
                     peer_missing = peer
                 else:
                     peer_fps, peer_records = peer
-                    config = PipelineConfig(recognizer=RecognizerConfig(model=model, threads=threads), render=False,
-                                            **POLICIES[0][1])
-                    _, reference = run_pipeline(video, config, tmp, False)
                     measures = compare(truth, reference, peer_records)
                     rows.append(PolicyRow(FER_VIDEO, peer_fps, len(peer_records), measures["recall"]["candidate"],
                                           measures["agreement"]["share"], {}, classified=1.0, detected=1.0))

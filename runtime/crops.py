@@ -95,8 +95,8 @@ def crop_faces(frame: np.ndarray, detections: Detections, size: tuple[int, int],
             x0, y0, side = x0 - grow, y0 - grow, side + 2 * grow
         landmarks = detections.landmarks[i] if use_landmarks else None
         left, top, right, bottom = max(x0, 0), max(y0, 0), min(x0 + side, width), min(y0 + side, height)
-        if left >= right or top >= bottom:  # wholly outside the frame: crop_face's own answer for that
-            out[i] = crop_face(np.zeros((height, width), np.uint8), box, size, margin, landmarks)
+        if left >= right or top >= bottom:  # wholly outside the frame: nothing to cut (cut_square's black)
+            out[i] = 0
             continue
         shifted = (box[0] - left, box[1] - top, box[2], box[3])
         out[i] = crop_face(to_gray(frame[top:bottom, left:right]), shifted, size, margin, landmarks)
