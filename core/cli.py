@@ -81,6 +81,11 @@ def unit_interval(text: str) -> float:
     return _number(float, text, lambda v: 0 <= v < 1, "at least 0 and below 1")
 
 
+def share(text: str) -> float:
+    """A fraction above 0 and at most 1 (a weight in a mix)."""
+    return _number(float, text, lambda v: 0 < v <= 1, "above 0 and at most 1")
+
+
 def int_between(low: int, high: int):
     """An argparse type for a whole number in ``low..high`` (e.g. the ONNX opsets an exporter supports)."""
     def parse(text: str) -> int:

@@ -48,37 +48,59 @@ def _uniform(n: int, low: float, high: float, gen: torch.Generator, device) -> t
     return torch.rand(n, generator=gen, device=device) * (high - low) + low
 
 
-def augment(images: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
-    """``images``: float [N, 1, H, W] in 0..1 → augmented copy, same shape and range."""
-    n, _, h, w = images.shape
-    dev = images.device
-    angle = _uniform(n, -cfg.rotate_deg, cfg.rotate_deg, gen, dev) * (math.pi / 180)
-    scale = _uniform(n, *cfg.scale, gen, dev)
-    flip = torch.where(torch.rand(n, generator=gen, device=dev) < cfg.flip, -1.0, 1.0)
-    tx, ty = (_uniform(n, -cfg.shift, cfg.shift, gen, dev) * 2 for _ in range(2))
+WARP_FIELDS = ("angle", "scale", "flip", "tx", "ty", "contrast", "brightness")
+
+
+def sample_warps(n: int, cfg: AugmentConfig, gen: torch.Generator, device="cpu") -> torch.Tensor:
+    """Random warp and tone parameters for ``n`` faces: float [n, len(WARP_FIELDS)].
+
+    Kept apart from their application so that a face's view can be made again later from its row
+    (distillation precomputes a teacher's probabilities on fixed views, train/distill.py).
+    """
+    angle = _uniform(n, -cfg.rotate_deg, cfg.rotate_deg, gen, device) * (math.pi / 180)
+    scale = _uniform(n, *cfg.scale, gen, device)
+    flip = torch.where(torch.rand(n, generator=gen, device=device) < cfg.flip, -1.0, 1.0)
+    tx, ty = (_uniform(n, -cfg.shift, cfg.shift, gen, device) * 2 for _ in range(2))
+    contrast = _uniform(n, 1 - cfg.contrast, 1 + cfg.contrast, gen, device)
+    brightness = _uniform(n, -cfg.brightness, cfg.brightness, gen, device) * 0.5
+    return torch.stack([angle, scale, flip, tx, ty, contrast, brightness], 1)
+
+
+def apply_warps(images: torch.Tensor, warps: torch.Tensor) -> torch.Tensor:
+    """``images``: float [N, 1, H, W] in 0..1, ``warps``: [N, 7] from ``sample_warps`` → warped copy."""
+    n = images.shape[0]
+    angle, scale, flip, tx, ty, contrast, brightness = warps.to(images.device).unbind(1)
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
     theta = torch.stack([torch.stack([cos * flip, -sin, tx], 1), torch.stack([sin * flip, cos, ty], 1)], 1)
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
     out = F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
-
-    contrast = _uniform(n, 1 - cfg.contrast, 1 + cfg.contrast, gen, dev).view(n, 1, 1, 1)
-    brightness = _uniform(n, -cfg.brightness, cfg.brightness, gen, dev).view(n, 1, 1, 1) * 0.5
     mean = out.mean(dim=(2, 3), keepdim=True)
-    out = ((out - mean) * contrast + mean + brightness).clamp_(0, 1)
+    return ((out - mean) * contrast.view(n, 1, 1, 1) + mean + brightness.view(n, 1, 1, 1)).clamp_(0, 1)
 
-    if cfg.erase_prob > 0:
-        area = _uniform(n, *cfg.erase_area, gen, dev) * h * w
-        log_aspect = _uniform(n, math.log(cfg.erase_aspect[0]), math.log(cfg.erase_aspect[1]), gen, dev)
-        aspect = torch.exp(log_aspect)
-        eh = torch.sqrt(area * aspect).clamp(1, h)
-        ew = torch.sqrt(area / aspect).clamp(1, w)
-        y0 = torch.rand(n, generator=gen, device=dev) * (h - eh)
-        x0 = torch.rand(n, generator=gen, device=dev) * (w - ew)
-        rows = torch.arange(h, device=dev).view(1, h, 1)
-        cols = torch.arange(w, device=dev).view(1, 1, w)
-        box = ((rows >= y0.view(n, 1, 1)) & (rows < (y0 + eh).view(n, 1, 1))
-               & (cols >= x0.view(n, 1, 1)) & (cols < (x0 + ew).view(n, 1, 1)))
-        chosen = torch.rand(n, generator=gen, device=dev) < cfg.erase_prob
-        noise = torch.rand(n, 1, h, w, generator=gen, device=dev)
-        out = torch.where((box & chosen.view(n, 1, 1)).unsqueeze(1), noise, out)
-    return out
+
+def erase(images: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
+    """Random erasing: a box of noise in a share ``cfg.erase_prob`` of the faces."""
+    if cfg.erase_prob <= 0:
+        return images
+    n, _, h, w = images.shape
+    dev = images.device
+    area = _uniform(n, *cfg.erase_area, gen, dev) * h * w
+    log_aspect = _uniform(n, math.log(cfg.erase_aspect[0]), math.log(cfg.erase_aspect[1]), gen, dev)
+    aspect = torch.exp(log_aspect)
+    eh = torch.sqrt(area * aspect).clamp(1, h)
+    ew = torch.sqrt(area / aspect).clamp(1, w)
+    y0 = torch.rand(n, generator=gen, device=dev) * (h - eh)
+    x0 = torch.rand(n, generator=gen, device=dev) * (w - ew)
+    rows = torch.arange(h, device=dev).view(1, h, 1)
+    cols = torch.arange(w, device=dev).view(1, 1, w)
+    box = ((rows >= y0.view(n, 1, 1)) & (rows < (y0 + eh).view(n, 1, 1))
+           & (cols >= x0.view(n, 1, 1)) & (cols < (x0 + ew).view(n, 1, 1)))
+    chosen = torch.rand(n, generator=gen, device=dev) < cfg.erase_prob
+    noise = torch.rand(n, 1, h, w, generator=gen, device=dev)
+    return torch.where((box & chosen.view(n, 1, 1)).unsqueeze(1), noise, images)
+
+
+def augment(images: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
+    """``images``: float [N, 1, H, W] in 0..1 → augmented copy, same shape and range."""
+    warps = sample_warps(images.shape[0], cfg, gen, images.device)
+    return erase(apply_warps(images, warps), cfg, gen)

@@ -7,7 +7,7 @@ import signal
 import sys
 
 from fer_engine.cli import (add_verbose, non_negative_float, non_negative_int, positive_float, positive_int, run_cli,
-                            unit_interval)
+                            share, unit_interval)
 from fer_engine.signals import StopSignalScope
 
 
@@ -55,6 +55,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ema", type=unit_interval, default=0.0, metavar="DECAY",
                    help="also keep an exponential moving average of the weights (e.g. 0.999); each epoch PublicTest "
                         "judges both and the better is kept as best (default: 0, none)")
+    p.add_argument("--teacher", action="append", default=[], metavar="DIR",
+                   help="distil from this checkpoint folder (repeat for an ensemble): the teachers' probabilities on "
+                        "fixed augmented views of each Training face are computed once, then each step mixes the "
+                        "label's loss with theirs")
+    p.add_argument("--teacher-views", type=positive_int, default=24, metavar="K",
+                   help="fixed augmented views per Training face for the teachers (default: 24)")
+    p.add_argument("--distill-weight", type=share, default=0.5, metavar="W",
+                   help="share of the distillation term in the loss (default: 0.5)")
+    p.add_argument("--distill-temperature", type=positive_float, default=2.0, metavar="T",
+                   help="softening temperature of teacher and student (default: 2)")
     p.add_argument("--max-minutes", type=positive_float, metavar="M",
                    help="stop cleanly at the end of the last epoch that fits in M minutes (judged by the epochs so far), "
                         "state saved for --resume; the schedule stays the one of --epochs")
@@ -113,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
             pretrained=args.pretrained, from_config=args.from_config, skip_bad_rows=args.skip_bad_rows,
             final_test=not args.no_test, average_last=args.average_last,
             tune_bias=args.tune_bias, augment=args.augment, ema=args.ema,
-            new_head=args.new_head)
+            new_head=args.new_head, teachers=args.teacher, teacher_views=args.teacher_views,
+            distill_weight=args.distill_weight, distill_temperature=args.distill_temperature)
         trainer = Trainer(cfg, resume=args.resume)
         with StopTraining(trainer) as signals:
             result = trainer.run(max_minutes=args.max_minutes)

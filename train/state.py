@@ -116,8 +116,11 @@ def read_state(folder: Path) -> TrainingState:
 
 
 def compact_state(source: Path, target: Path) -> Path:
-    """A committable copy of the state in ``source``: fp16 weights and EMA, no optimizer buffers."""
+    """A committable copy of the state in ``source``: fp16 weights and EMA, no optimizer buffers (and a
+    distilled run's teacher targets, so that it resumes where its teachers are not)."""
     from safetensors.torch import load_file, save_file
+
+    from .distill import TARGETS_FILE
 
     state = read_state(source)
     state.optimizer = {"state": {}, "param_groups": state.optimizer["param_groups"]}
@@ -131,6 +134,8 @@ def compact_state(source: Path, target: Path) -> Path:
         for name in ("config.json", "metrics.json", "training_curve.png"):
             if (source / name).is_file():
                 shutil.copy2(source / name, tmp / name)
+        if (source.parent / TARGETS_FILE).is_file():  # a distilled run resumes without its teachers
+            shutil.copy2(source.parent / TARGETS_FILE, tmp / TARGETS_FILE)
         write_state(tmp, state)
         for written in tmp.iterdir():
             written.chmod(0o644)  # safetensors writes 0600; the state is meant to be committed and shared

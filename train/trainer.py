@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -30,9 +30,10 @@ import torch.nn.functional as F
 from fer_engine.errors import FerError, FieldError
 from fer_engine.spec import LABELS
 
-from .augment import AugmentConfig, augment, augment_preset
+from .augment import AugmentConfig, augment, augment_preset, erase
 from .checkpoint import load_checkpoint, read_checkpoint_config, save_checkpoint
 from .data import FerSplit, load_fer2013
+from .distill import DistillConfig, TeacherTargets, distill_loss, prepare_targets
 from .evaluate import predict_probs
 from .metrics import Report
 from .averaging import EMA
@@ -71,6 +72,10 @@ class TrainConfig:
     augment: str = "strong"  # a preset of augment.AUGMENT_PRESETS
     ema: float = 0.0  # decay of an exponential moving average of the weights; 0 = none
     new_head: bool = False  # replace a pretrained emotion model's head instead of importing it
+    teachers: list[str] = field(default_factory=list)  # checkpoint folders to distil from (train/distill.py)
+    teacher_views: int = 24
+    distill_weight: float = 0.5
+    distill_temperature: float = 2.0
 
     def fill_defaults(self) -> "TrainConfig":
         defaults = get_family(self.model).defaults
@@ -86,6 +91,13 @@ class TrainConfig:
         if not 0 <= self.ema < 1:
             raise FieldError("ema", f"must be a decay in [0, 1), e.g. 0.999 (got {self.ema})")
         augment_preset(self.augment)  # fails early on an unknown name
+        if self.teachers:
+            if self.teacher_views < 1:
+                raise FieldError("teacher_views", f"must be 1 or more (got {self.teacher_views})")
+            if not 0 < self.distill_weight <= 1:
+                raise FieldError("distill_weight", f"must be in (0, 1] (got {self.distill_weight})")
+            if self.distill_temperature <= 0:
+                raise FieldError("distill_temperature", f"must be positive (got {self.distill_temperature})")
         if not 0 <= self.average_last <= self.epochs:
             raise FieldError("average_last", f"must be between 0 and the number of epochs ({self.epochs})")
         return self
@@ -133,10 +145,12 @@ class BatchStream:
     """Augmented training batches for one epoch. The permutation depends on (seed, epoch) and each
     batch's augmentation on (seed, epoch, step), so a run resumed mid-epoch continues identically."""
 
-    def __init__(self, split: FerSplit, batch_size: int, seed: int, augment_cfg: AugmentConfig, workers: int):
+    def __init__(self, split: FerSplit, batch_size: int, seed: int, augment_cfg: AugmentConfig, workers: int,
+                 targets: TeacherTargets | None = None):
         self.images = torch.from_numpy(split.images)
         self.labels = torch.from_numpy(split.labels)
         self.batch_size, self.seed, self.augment_cfg, self.workers = batch_size, seed, augment_cfg, workers
+        self.targets = targets
 
     def steps_per_epoch(self) -> int:
         return max(len(self.labels) // self.batch_size, 1)
@@ -144,8 +158,11 @@ class BatchStream:
     def _batch(self, perm: torch.Tensor, epoch: int, step: int):
         idx = perm[step * self.batch_size:(step + 1) * self.batch_size]
         gen = torch.Generator().manual_seed(hash((self.seed, epoch, step)) & 0x7FFF_FFFF)
-        x = augment(faces_to_tensor(self.images[idx]), self.augment_cfg, gen)
-        return x, self.labels[idx], step
+        faces = faces_to_tensor(self.images[idx])
+        if self.targets is None:
+            return augment(faces, self.augment_cfg, gen), self.labels[idx], None, step
+        x, soft = self.targets.batch(faces, idx, gen)
+        return erase(x, self.augment_cfg, gen), self.labels[idx], soft, step
 
     def epoch(self, epoch: int, start_step: int = 0):
         perm = torch.randperm(len(self.labels), generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch))
@@ -272,7 +289,9 @@ class Trainer:
         self.test_split = data.split("PrivateTest").head(cfg.limit)
 
         self.module = self.built.module.to(self.device).to(memory_format=torch.channels_last)
-        self.stream = BatchStream(self.train_split, cfg.batch_size, cfg.seed, augment_preset(cfg.augment), cfg.workers)
+        targets = self._teacher_targets() if cfg.teachers else None
+        self.stream = BatchStream(self.train_split, cfg.batch_size, cfg.seed, augment_preset(cfg.augment), cfg.workers,
+                                  targets)
         steps = self.stream.steps_per_epoch()
         self.optimizer = _make_optimizer(cfg, self.module)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -308,6 +327,13 @@ class Trainer:
             self.resumed_with = earlier.get("resumed_with", []) + [invoked]
         self.params = count_parameters(self.module)
         self.macs = count_macs(self.module, self.built.spec)
+
+    def _teacher_targets(self) -> TeacherTargets:
+        cfg = self.cfg
+        distill = DistillConfig(tuple(cfg.teachers), cfg.teacher_views, cfg.distill_weight, cfg.distill_temperature)
+        search = [self.resume_dir, self.resume_dir.parent] if self.resume_dir else []
+        return prepare_targets(distill, self.built.spec, self.train_split.images, augment_preset(cfg.augment), cfg.seed,
+                               self.out, search, self.device, self.amp, cfg.eval_batch_size, _progress, self.log)
 
     @staticmethod
     def _find_resume_dir(path: Path) -> Path:
@@ -347,7 +373,7 @@ class Trainer:
             ema=self.ema.state_for_saving() if self.ema else None, rng=torch.get_rng_state())
         save_checkpoint(self.out / "last", self.built, self._metrics(), lambda folder: write_state(folder, state))
 
-    def _train_step(self, x, y) -> tuple[float, int]:
+    def _train_step(self, x, y, soft=None) -> tuple[float, int]:
         x = to_pixel_values(x.to(self.device, non_blocking=True), self.built.spec).contiguous(
             memory_format=torch.channels_last)
         y = y.to(self.device, non_blocking=True)
@@ -355,6 +381,9 @@ class Trainer:
         with autocast:
             logits = self.module(x)
             loss = F.cross_entropy(logits.float(), y, label_smoothing=self.cfg.label_smoothing)
+            if soft is not None:
+                weight = self.cfg.distill_weight
+                loss = (1 - weight) * loss + weight * distill_loss(logits, soft.to(self.device), self.cfg.distill_temperature)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
@@ -383,8 +412,8 @@ class Trainer:
             started = time.perf_counter()
             bar = _progress(steps, f"epoch {epoch + 1}/{cfg.epochs}")
             bar.update(first)
-            for x, y, step in self.stream.epoch(epoch, first):
-                loss, hits = self._train_step(x, y)
+            for x, y, soft, step in self.stream.epoch(epoch, first):
+                loss, hits = self._train_step(x, y, soft)
                 loss_sum += loss * len(y)
                 correct += hits
                 seen += len(y)

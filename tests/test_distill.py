@@ -1,0 +1,125 @@
+"""Distillation in fer-train: teacher targets on fixed views, their cache, and exact resumption."""
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from fer_engine.train import cli_train
+from fer_engine.train.augment import apply_warps, augment, augment_preset, erase, sample_warps
+from fer_engine.train.checkpoint import load_checkpoint
+from fer_engine.train.data import load_fer2013
+from fer_engine.train.distill import TARGETS_FILE, distill_loss, view_warps
+from fer_engine.train.preprocess import faces_to_tensor, to_pixel_values
+
+from conftest import write_csv
+
+TRAINING_FACES = 84  # of write_csv(n=140)
+
+
+@pytest.fixture(scope="module")
+def csv(tmp_path_factory):
+    return write_csv(tmp_path_factory.mktemp("data") / "train.csv", n=140)
+
+
+@pytest.fixture(scope="module")
+def teacher(csv, tmp_path_factory):
+    out = tmp_path_factory.mktemp("teacher")
+    assert train(csv, out, "--no-test", "--seed", "1") == 0
+    return out / "best"
+
+
+def train(csv, out, *extra):
+    argv = ["--model", "cnn", "--from-config", "tiny", "--data", str(csv), "--out", str(out), "--epochs", "2",
+            "--batch-size", "16", "--lr", "0.05", "--limit", "100", "--threads", "1", "--amp", "off", *extra]
+    return cli_train.main(argv)
+
+
+def _targets(folder):
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / TARGETS_FILE))["probs"]
+
+
+def test_a_view_made_from_its_warp_rows_is_the_augmented_face():
+    """augment() is sample_warps + apply_warps + erase, drawing the same random numbers in the same order."""
+    faces = torch.rand(32, 1, 48, 48, generator=torch.Generator().manual_seed(0))
+    cfg = augment_preset("strong")
+    direct = augment(faces.clone(), cfg, torch.Generator().manual_seed(4))
+    gen = torch.Generator().manual_seed(4)
+    composed = erase(apply_warps(faces.clone(), sample_warps(32, cfg, gen)), cfg, gen)
+    assert torch.equal(direct, composed)
+    assert torch.equal(view_warps(10, 3, cfg, seed=5), view_warps(10, 3, cfg, seed=5))
+    assert not torch.equal(view_warps(10, 3, cfg, seed=5), view_warps(10, 3, cfg, seed=6))
+
+
+def test_distill_loss_is_zero_only_where_the_student_matches_the_teacher():
+    logits = torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.5, 3.0]])
+    for temperature in (1.0, 2.0):
+        matching = torch.softmax(logits / temperature, 1)
+        assert distill_loss(logits, matching, temperature).item() == pytest.approx(0, abs=1e-6)
+        assert distill_loss(logits, matching.flip(1), temperature).item() > 0.1
+
+
+def test_targets_are_the_teachers_probabilities_on_each_view(csv, teacher, tmp_path, capsys):
+    assert train(csv, tmp_path / "student", "--no-test", "--teacher", str(teacher), "--teacher-views", "3",
+                 "--distill-temperature", "2") == 0
+    probs = _targets(tmp_path / "student").float()
+    assert probs.shape == (3, TRAINING_FACES, 7)
+    torch.testing.assert_close(probs.sum(-1), torch.ones(3, TRAINING_FACES), atol=3e-3, rtol=0)
+
+    ckpt = load_checkpoint(teacher)
+    faces = faces_to_tensor(load_fer2013(csv).split("Training").images)
+    warps = view_warps(TRAINING_FACES, 3, augment_preset("strong"), seed=0)
+    with torch.no_grad():
+        view = 2
+        expected = torch.softmax(ckpt.module(to_pixel_values(apply_warps(faces, warps[view]), ckpt.spec)) / 2, 1)
+    torch.testing.assert_close(probs[view], expected, atol=2e-3, rtol=0)
+
+    config = json.loads((tmp_path / "student" / "best" / "metrics.json").read_text())["config"]
+    assert config["teachers"] == [str(teacher)] and config["teacher_views"] == 3
+
+    capsys.readouterr()
+    assert train(csv, tmp_path / "student", "--no-test", "--teacher", str(teacher), "--teacher-views", "3",
+                 "--distill-temperature", "2") == 0
+    assert "read from the cache" in capsys.readouterr().out
+    assert train(csv, tmp_path / "student", "--no-test", "--teacher", str(teacher), "--teacher-views", "2") == 0
+    assert _targets(tmp_path / "student").shape[0] == 2  # other views: computed again, not the stale cache
+
+
+def test_distillation_changes_the_run(csv, teacher, tmp_path):
+    assert train(csv, tmp_path / "plain", "--no-test") == 0
+    assert train(csv, tmp_path / "distilled", "--no-test", "--teacher", str(teacher), "--teacher-views", "2",
+                 "--distill-weight", "1") == 0
+    losses = [json.loads((tmp_path / run / "best" / "metrics.json").read_text())["history"][0]["train_loss"]
+              for run in ("plain", "distilled")]
+    assert losses[0] != losses[1]
+
+
+def test_a_distilled_run_resumes_exactly_and_without_its_teachers(csv, teacher, tmp_path):
+    from safetensors.torch import load_file
+
+    teacher_copy = tmp_path / "teacher"
+    shutil.copytree(teacher, teacher_copy)
+    extra = ("--epochs", "3", "--no-test", "--teacher", str(teacher_copy), "--teacher-views", "2")
+    assert train(csv, tmp_path / "straight", *extra) == 0
+    cut = tmp_path / "cut"
+    assert train(csv, cut, *extra, "--max-minutes", "0.00001", "--compact-state", str(tmp_path / "compact")) == 0
+    assert (tmp_path / "compact" / TARGETS_FILE).is_file()
+    assert cli_train.main(["--resume", str(cut), "--threads", "1"]) == 0
+    straight = load_file(str(tmp_path / "straight" / "last" / "model.safetensors"))
+    resumed = load_file(str(cut / "last" / "model.safetensors"))
+    for key in straight:
+        torch.testing.assert_close(resumed[key], straight[key], rtol=0, atol=0)
+
+    shutil.rmtree(teacher_copy)  # a fresh machine: the committed compact state carries the targets
+    assert cli_train.main(["--resume", str(tmp_path / "compact"), "--threads", "1", "--out", str(tmp_path / "on")]) == 0
+    history = json.loads((tmp_path / "on" / "best" / "metrics.json").read_text())["history"]
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+
+
+def test_a_missing_teacher_is_named(csv, tmp_path, capsys):
+    assert train(csv, tmp_path / "run", "--teacher", str(tmp_path / "nowhere")) == 2
+    err = capsys.readouterr().err
+    assert "nowhere" in err and "Traceback" not in err

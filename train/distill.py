@@ -1,0 +1,160 @@
+"""Distillation from teachers of our own, their probabilities computed once on fixed views of each face.
+
+Running the teachers inside every training step would add a third of a step per teacher. Instead every
+Training face gets ``views`` fixed augmented views (warp and tone rows drawn from the run's seed,
+``augment.sample_warps``); before the first epoch the teachers' probabilities, softened by the temperature
+and averaged over the teachers, are computed on each view and kept in ``OUT/teacher-targets.safetensors``.
+Each step then shows the student one of its face's views, drawn at random, plus random erasing of its own,
+and the loss mixes the label's cross entropy with the KL divergence to the teachers' probabilities on that
+same view (Hinton et al. 2015; one view for teacher and student, Beyer et al. 2022).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from fer_engine.errors import FerError
+from fer_engine.spec import ModelSpec
+
+from .augment import AugmentConfig, apply_warps, sample_warps
+from .preprocess import faces_to_tensor, to_pixel_values
+
+TARGETS_FILE = "teacher-targets.safetensors"
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    teachers: tuple[str, ...]  # checkpoint folders (fer-train's best/ or a shipped checkpoint)
+    views: int = 24  # fixed augmented views per Training face
+    weight: float = 0.5  # share of the distillation term in the loss; the label's cross entropy has the rest
+    temperature: float = 2.0
+
+
+@dataclass
+class TeacherTargets:
+    warps: torch.Tensor  # float [views, N, 7]: the rows of augment.sample_warps that make each view
+    probs: torch.Tensor  # float16 [views, N, classes]: the teachers' softened probabilities, student's label order
+
+    @property
+    def views(self) -> int:
+        return self.warps.shape[0]
+
+    def batch(self, images: torch.Tensor, index: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """One random view of each face ``images`` [B, 1, H, W] (Training rows ``index``) and its target."""
+        view = torch.randint(self.views, (len(index),), generator=gen)
+        return apply_warps(images, self.warps[view, index]), self.probs[view, index].float()
+
+
+def view_warps(count: int, views: int, cfg: AugmentConfig, seed: int) -> torch.Tensor:
+    """The fixed views' warp rows, [views, count, 7]: the same seed gives the same views on any machine."""
+    return torch.stack([sample_warps(count, cfg, torch.Generator().manual_seed(hash((seed, 7919, k)) & 0x7FFF_FFFF))
+                        for k in range(views)])
+
+
+def distill_loss(logits: torch.Tensor, target: torch.Tensor, temperature: float) -> torch.Tensor:
+    """KL(target || softmax(logits / T)) · T², averaged over the batch (T² keeps its gradients' scale)."""
+    log_student = F.log_softmax(logits.float() / temperature, dim=1)
+    return F.kl_div(log_student, target, reduction="batchmean") * temperature ** 2
+
+
+def _fingerprint(folder: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(folder.iterdir()):
+        if path.is_file() and (path.suffix in (".safetensors", ".bin") or path.name == "config.json"):
+            digest.update(path.name.encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _key(cfg: DistillConfig, augment_cfg: AugmentConfig, seed: int, count: int, labels, fingerprints) -> dict:
+    return {"views": cfg.views, "temperature": cfg.temperature, "augment": asdict(augment_cfg), "seed": seed,
+            "faces": count, "labels": list(labels), "teachers": list(fingerprints)}
+
+
+def _read_cached(candidates, key_without_teachers: dict, fingerprints: list[str] | None) -> torch.Tensor | None:
+    from safetensors import safe_open
+
+    for path in candidates:
+        if not path.is_file():
+            continue
+        try:
+            with safe_open(str(path), "pt") as f:
+                cached = json.loads((f.metadata() or {}).get("key", "{}"))
+                teachers = cached.pop("teachers", None)
+                if cached != key_without_teachers or (fingerprints is not None and teachers != fingerprints):
+                    continue
+                return f.get_tensor("probs")
+        except Exception:  # a damaged cache is computed again, not trusted
+            continue
+    return None
+
+
+@torch.no_grad()
+def _teacher_probs(folder: Path, spec: ModelSpec, faces: np.ndarray, warps: torch.Tensor, temperature: float,
+                   device, amp, batch_size: int, bar) -> torch.Tensor:
+    from contextlib import nullcontext
+
+    from .checkpoint import load_checkpoint
+
+    teacher = load_checkpoint(folder)
+    missing = [name for name in spec.labels if name not in teacher.spec.labels]
+    if missing:
+        raise FerError(f"teacher {folder} does not classify {', '.join(missing)}: a teacher needs the student's labels")
+    columns = teacher.spec.label_index(spec.labels)
+    module = teacher.module.to(device).eval()
+    out = torch.empty(warps.shape[0], len(faces), len(spec.labels))
+    autocast = torch.autocast(torch.device(device).type, dtype=amp) if amp else nullcontext()
+    for start in range(0, len(faces), batch_size):
+        gray = faces_to_tensor(faces[start:start + batch_size], device)
+        for view in range(warps.shape[0]):
+            x = to_pixel_values(apply_warps(gray, warps[view, start:start + len(gray)]), teacher.spec)
+            with autocast:
+                logits = module(x.contiguous(memory_format=torch.channels_last))
+            out[view, start:start + len(gray)] = torch.softmax(logits.float() / temperature, 1)[:, columns].cpu()
+            bar.update(len(gray))
+    return out
+
+
+def prepare_targets(cfg: DistillConfig, spec: ModelSpec, faces: np.ndarray, augment_cfg: AugmentConfig, seed: int,
+                    out: Path, search: list[Path], device, amp, batch_size: int, progress, log) -> TeacherTargets:
+    """The run's teacher targets: read from a matching cache in ``out`` or ``search`` (a resumed run's
+    folders, where the teachers themselves may be absent), else computed and cached in ``out``."""
+    from safetensors.torch import save_file
+
+    warps = view_warps(len(faces), cfg.views, augment_cfg, seed)
+    key = json.loads(json.dumps(_key(cfg, augment_cfg, seed, len(faces), spec.labels, [])))  # as read back
+    key.pop("teachers")
+    folders = [Path(t) for t in cfg.teachers]
+    present = all((f / "config.json").is_file() for f in folders)
+    fingerprints = [_fingerprint(f) for f in folders] if present else None
+    candidates = [out / TARGETS_FILE] + [folder / TARGETS_FILE for folder in search]
+    probs = _read_cached(candidates, key, fingerprints)
+    if probs is not None:
+        log(f"teacher targets: {cfg.views} views x {len(faces)} faces read from the cache")
+        return TeacherTargets(warps, probs)
+    if not present:
+        absent = next(f for f in folders if not (f / "config.json").is_file())
+        raise FerError(f"teacher {absent} is not a checkpoint folder (no config.json), and no cached {TARGETS_FILE} "
+                       f"of this run was found: give the teachers' checkpoint folders")
+    total = torch.zeros(cfg.views, len(faces), len(spec.labels))
+    bar = progress(len(folders) * cfg.views * len(faces), "teacher targets")
+    for folder in folders:
+        total += _teacher_probs(folder, spec, faces, warps, cfg.temperature, device, amp, batch_size, bar)
+    bar.close()
+    probs = (total / len(folders)).half()
+    out.mkdir(parents=True, exist_ok=True)
+    metadata = {"key": json.dumps({**key, "teachers": fingerprints}),
+                "teachers": json.dumps([str(f) for f in folders])}
+    tmp = out / (TARGETS_FILE + ".tmp")
+    save_file({"probs": probs.contiguous()}, str(tmp), metadata=metadata)
+    tmp.replace(out / TARGETS_FILE)
+    log(f"teacher targets: {len(folders)} teacher(s) x {cfg.views} views x {len(faces)} faces, T={cfg.temperature:g}, "
+        f"cached in {out / TARGETS_FILE}")
+    return TeacherTargets(warps, probs)
