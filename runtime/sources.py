@@ -178,8 +178,11 @@ class VideoFileSource(CaptureSource):
         if file.is_dir():
             raise FerError(f"--video {file} is a folder: --video takes a video file (for a folder of images, "
                            "use --images DIR)")
-        if not file.is_file():
+        if not file.exists():
             raise FerError(f"video file not found: {file}")
+        if not (file.is_file() or file.is_fifo()):  # a named pipe is how other programs hand a video over
+            raise FerError(f"--video {file} is not a video file but a device or socket: give a video file "
+                           "(for a camera use --camera N, for a network source --stream URL)")
         super().__init__(str(file), f"video {file}")
 
     def open_error(self) -> str:

@@ -104,6 +104,12 @@ def test_a_video_folder_is_named_as_a_folder(tmp_path, capfd):
     assert f"--video {tmp_path} is a folder" in line and "--images" in line
 
 
+def test_a_device_given_as_a_video_is_named_as_a_device(capfd):
+    assert fer_run(["--video", "/dev/null", *HAAR]) == 2
+    line = one_error_line(capfd)
+    assert "/dev/null is not a video file but a device" in line and "--camera" in line
+
+
 # ---- numbers checked at parse time -----------------------------------------------------------------------
 @pytest.mark.parametrize("option, value", [
     ("--threads", "0"), ("--threads", "-3"), ("--threads", "two"), ("--detector-threads", "0"),
