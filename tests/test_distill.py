@@ -62,6 +62,26 @@ def test_distill_loss_is_zero_only_where_the_student_matches_the_teacher():
         assert distill_loss(logits, matching.flip(1), temperature).item() > 0.1
 
 
+def test_the_mean_target_is_the_same_for_every_view_of_a_face():
+    from fer_engine.train.distill import TeacherTargets
+
+    probs = torch.softmax(torch.randn(4, 6, 7, generator=torch.Generator().manual_seed(0)), -1).half()
+    warps = view_warps(6, 4, augment_preset("strong"), seed=0)
+    faces, index = torch.rand(6, 1, 48, 48), torch.arange(6)
+    per_view = TeacherTargets(warps, probs, "view")
+    mean = TeacherTargets(warps, probs, "mean")
+    seen_view, seen_mean = [], []
+    for seed in range(6):
+        x_view, t_view = per_view.batch(faces, index, torch.Generator().manual_seed(seed))
+        x_mean, t_mean = mean.batch(faces, index, torch.Generator().manual_seed(seed))
+        assert torch.equal(x_view, x_mean)  # the same views are shown; only the targets differ
+        seen_view.append(t_view)
+        seen_mean.append(t_mean)
+    assert any(not torch.equal(seen_view[0], t) for t in seen_view[1:])
+    for t in seen_mean:
+        torch.testing.assert_close(t, probs.float().mean(0))
+
+
 def test_targets_are_the_teachers_probabilities_on_each_view(csv, teacher, tmp_path, capsys):
     assert train(csv, tmp_path / "student", "--no-test", "--teacher", str(teacher), "--teacher-views", "3",
                  "--distill-temperature", "2") == 0

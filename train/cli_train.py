@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="share of the distillation term in the loss (default: 0.5)")
     p.add_argument("--distill-temperature", type=positive_float, default=2.0, metavar="T",
                    help="softening temperature of teacher and student (default: 2)")
+    p.add_argument("--distill-target", choices=["view", "mean"], default="view",
+                   help="view: the teachers' probabilities on the view the student sees; mean: their average over all "
+                        "the face's views, teaching one answer however the face is framed (default: view)")
     p.add_argument("--max-minutes", type=positive_float, metavar="M",
                    help="stop cleanly at the end of the last epoch that fits in M minutes (judged by the epochs so far), "
                         "state saved for --resume; the schedule stays the one of --epochs")
@@ -124,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
             final_test=not args.no_test, average_last=args.average_last,
             tune_bias=args.tune_bias, augment=args.augment, ema=args.ema,
             new_head=args.new_head, teachers=args.teacher, teacher_views=args.teacher_views,
-            distill_weight=args.distill_weight, distill_temperature=args.distill_temperature)
+            distill_weight=args.distill_weight, distill_temperature=args.distill_temperature,
+            distill_target=args.distill_target)
         trainer = Trainer(cfg, resume=args.resume)
         with StopTraining(trainer) as signals:
             result = trainer.run(max_minutes=args.max_minutes)

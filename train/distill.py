@@ -6,7 +6,10 @@ Training face gets ``views`` fixed augmented views (warp and tone rows drawn fro
 and averaged over the teachers, are computed on each view and kept in ``OUT/teacher-targets.safetensors``.
 Each step then shows the student one of its face's views, drawn at random, plus random erasing of its own,
 and the loss mixes the label's cross entropy with the KL divergence to the teachers' probabilities on that
-same view (Hinton et al. 2015; one view for teacher and student, Beyer et al. 2022).
+same view (Hinton et al. 2015; one view for teacher and student, Beyer et al. 2022). With ``target="mean"``
+every view of a face is asked for the teachers' average over all its views instead: the student is taught
+to give one answer however the face is framed, which is what keeps a label steady under a detector's
+jitter from frame to frame (a 1-pixel shift moves a seventh of our labels, benchmarks/stability.py).
 """
 
 from __future__ import annotations
@@ -35,12 +38,20 @@ class DistillConfig:
     views: int = 24  # fixed augmented views per Training face
     weight: float = 0.5  # share of the distillation term in the loss; the label's cross entropy has the rest
     temperature: float = 2.0
+    target: str = "view"  # "view": the teachers on the view the student sees; "mean": on all the face's views
+
+
+TARGETS = ("view", "mean")
 
 
 @dataclass
 class TeacherTargets:
     warps: torch.Tensor  # float [views, N, 7]: the rows of augment.sample_warps that make each view
     probs: torch.Tensor  # float16 [views, N, classes]: the teachers' softened probabilities, student's label order
+    target: str = "view"
+
+    def __post_init__(self):
+        self._mean = self.probs.float().mean(0) if self.target == "mean" else None
 
     @property
     def views(self) -> int:
@@ -49,7 +60,8 @@ class TeacherTargets:
     def batch(self, images: torch.Tensor, index: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """One random view of each face ``images`` [B, 1, H, W] (Training rows ``index``) and its target."""
         view = torch.randint(self.views, (len(index),), generator=gen)
-        return apply_warps(images, self.warps[view, index]), self.probs[view, index].float()
+        target = self._mean[index] if self._mean is not None else self.probs[view, index].float()
+        return apply_warps(images, self.warps[view, index]), target
 
 
 def view_warps(count: int, views: int, cfg: AugmentConfig, seed: int) -> torch.Tensor:
@@ -138,7 +150,7 @@ def prepare_targets(cfg: DistillConfig, spec: ModelSpec, faces: np.ndarray, augm
     probs = _read_cached(candidates, key, fingerprints)
     if probs is not None:
         log(f"teacher targets: {cfg.views} views x {len(faces)} faces read from the cache")
-        return TeacherTargets(warps, probs)
+        return TeacherTargets(warps, probs, cfg.target)
     if not present:
         absent = next(f for f in folders if not (f / "config.json").is_file())
         raise FerError(f"teacher {absent} is not a checkpoint folder (no config.json), and no cached {TARGETS_FILE} "
@@ -157,4 +169,4 @@ def prepare_targets(cfg: DistillConfig, spec: ModelSpec, faces: np.ndarray, augm
     tmp.replace(out / TARGETS_FILE)
     log(f"teacher targets: {len(folders)} teacher(s) x {cfg.views} views x {len(faces)} faces, T={cfg.temperature:g}, "
         f"cached in {out / TARGETS_FILE}")
-    return TeacherTargets(warps, probs)
+    return TeacherTargets(warps, probs, cfg.target)

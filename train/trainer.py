@@ -33,7 +33,7 @@ from fer_engine.spec import LABELS
 from .augment import AugmentConfig, augment, augment_preset, erase
 from .checkpoint import load_checkpoint, read_checkpoint_config, save_checkpoint
 from .data import FerSplit, load_fer2013
-from .distill import DistillConfig, TeacherTargets, distill_loss, prepare_targets
+from .distill import TARGETS, DistillConfig, TeacherTargets, distill_loss, prepare_targets
 from .evaluate import predict_probs
 from .metrics import Report
 from .averaging import EMA
@@ -76,6 +76,7 @@ class TrainConfig:
     teacher_views: int = 24
     distill_weight: float = 0.5
     distill_temperature: float = 2.0
+    distill_target: str = "view"  # or "mean" (train/distill.py)
 
     def fill_defaults(self) -> "TrainConfig":
         defaults = get_family(self.model).defaults
@@ -96,6 +97,8 @@ class TrainConfig:
                 raise FieldError("teacher_views", f"must be 1 or more (got {self.teacher_views})")
             if not 0 < self.distill_weight <= 1:
                 raise FieldError("distill_weight", f"must be in (0, 1] (got {self.distill_weight})")
+            if self.distill_target not in TARGETS:
+                raise FieldError("distill_target", f"'{self.distill_target}' is unknown: choose {' or '.join(TARGETS)}")
             if self.distill_temperature <= 0:
                 raise FieldError("distill_temperature", f"must be positive (got {self.distill_temperature})")
         if not 0 <= self.average_last <= self.epochs:
@@ -330,7 +333,8 @@ class Trainer:
 
     def _teacher_targets(self) -> TeacherTargets:
         cfg = self.cfg
-        distill = DistillConfig(tuple(cfg.teachers), cfg.teacher_views, cfg.distill_weight, cfg.distill_temperature)
+        distill = DistillConfig(tuple(cfg.teachers), cfg.teacher_views, cfg.distill_weight, cfg.distill_temperature,
+                                cfg.distill_target)
         search = [self.resume_dir, self.resume_dir.parent] if self.resume_dir else []
         return prepare_targets(distill, self.built.spec, self.train_split.images, augment_preset(cfg.augment), cfg.seed,
                                self.out, search, self.device, self.amp, cfg.eval_batch_size, _progress, self.log)
