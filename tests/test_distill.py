@@ -97,8 +97,10 @@ def test_targets_are_the_teachers_probabilities_on_each_view(csv, teacher, tmp_p
         expected = torch.softmax(ckpt.module(to_pixel_values(apply_warps(faces, warps[view]), ckpt.spec)) / 2, 1)
     torch.testing.assert_close(probs[view], expected, atol=2e-3, rtol=0)
 
-    config = json.loads((tmp_path / "student" / "best" / "metrics.json").read_text())["config"]
-    assert config["teachers"] == [str(teacher)] and config["teacher_views"] == 3
+    metrics = json.loads((tmp_path / "student" / "best" / "metrics.json").read_text())
+    assert metrics["config"]["teachers"] == [str(teacher)] and metrics["config"]["teacher_views"] == 3
+    teacher_best = json.loads((teacher / "metrics.json").read_text())["best"]["val_accuracy"]
+    assert metrics["teachers"]["val_accuracy"] == [pytest.approx(teacher_best)]
 
     capsys.readouterr()
     assert train(csv, tmp_path / "student", "--no-test", "--teacher", str(teacher), "--teacher-views", "3",

@@ -292,6 +292,7 @@ class Trainer:
         self.test_split = data.split("PrivateTest").head(cfg.limit)
 
         self.module = self.built.module.to(self.device).to(memory_format=torch.channels_last)
+        self.teachers_report: dict | None = None
         targets = self._teacher_targets() if cfg.teachers else None
         self.stream = BatchStream(self.train_split, cfg.batch_size, cfg.seed, augment_preset(cfg.augment), cfg.workers,
                                   targets)
@@ -336,8 +337,25 @@ class Trainer:
         distill = DistillConfig(tuple(cfg.teachers), cfg.teacher_views, cfg.distill_weight, cfg.distill_temperature,
                                 cfg.distill_target)
         search = [self.resume_dir, self.resume_dir.parent] if self.resume_dir else []
-        return prepare_targets(distill, self.built.spec, self.train_split.images, augment_preset(cfg.augment), cfg.seed,
-                               self.out, search, self.device, self.amp, cfg.eval_batch_size, _progress, self.log)
+        targets = prepare_targets(distill, self.built.spec, self.train_split.images, augment_preset(cfg.augment),
+                                  cfg.seed, self.out, search, self.device, self.amp, cfg.eval_batch_size, _progress,
+                                  self.log)
+        if all((Path(t) / "config.json").is_file() for t in cfg.teachers):
+            self.teachers_report = self._judge_teachers()
+        return targets
+
+    def _judge_teachers(self) -> dict:
+        """The teachers' PublicTest accuracy, alone and together: what the student can hope to inherit."""
+        total, each = 0, []
+        for folder in self.cfg.teachers:
+            ckpt = load_checkpoint(folder)
+            probs = split_probs(ckpt.module.to(self.device), ckpt.spec, self.val_split, self.device, self.cfg.eval_batch_size)
+            each.append(float((probs.argmax(1) == self.val_split.labels).mean()))
+            total = total + probs
+        together = float((total.argmax(1) == self.val_split.labels).mean())
+        self.log(f"teachers on PublicTest (single view): {', '.join(f'{a * 100:.2f}%' for a in each)}"
+                 + (f"; together {together * 100:.2f}%" if len(each) > 1 else ""))
+        return {"val_accuracy": each, "together_val_accuracy": together}
 
     @staticmethod
     def _find_resume_dir(path: Path) -> Path:
@@ -365,6 +383,7 @@ class Trainer:
             "amp": str(self.amp).replace("torch.", "") if self.amp else "off",
             "machine": machine_info(self.device),
             "history": self.history,
+            **({"teachers": self.teachers_report} if self.teachers_report else {}),
             "best_epoch": self.best["epoch"] if self.best else None,
             "best": self.best,
             "train_time_s": round(self.elapsed, 1),
