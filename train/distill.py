@@ -85,9 +85,10 @@ def _fingerprint(folder: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def _key(cfg: DistillConfig, augment_cfg: AugmentConfig, seed: int, count: int, labels, fingerprints) -> dict:
-    return {"views": cfg.views, "temperature": cfg.temperature, "augment": asdict(augment_cfg), "seed": seed,
-            "faces": count, "labels": list(labels), "teachers": list(fingerprints)}
+def _key(cfg: DistillConfig, augment_cfg: AugmentConfig, seed: int, count: int, labels) -> dict:
+    """What the cached probabilities depend on, besides the teachers' files; as JSON reads it back."""
+    return json.loads(json.dumps({"views": cfg.views, "temperature": cfg.temperature, "augment": asdict(augment_cfg),
+                                  "seed": seed, "faces": count, "labels": list(labels)}))
 
 
 def _read_cached(candidates, key_without_teachers: dict, fingerprints: list[str] | None) -> torch.Tensor | None:
@@ -141,8 +142,7 @@ def prepare_targets(cfg: DistillConfig, spec: ModelSpec, faces: np.ndarray, augm
     from safetensors.torch import save_file
 
     warps = view_warps(len(faces), cfg.views, augment_cfg, seed)
-    key = json.loads(json.dumps(_key(cfg, augment_cfg, seed, len(faces), spec.labels, [])))  # as read back
-    key.pop("teachers")
+    key = _key(cfg, augment_cfg, seed, len(faces), spec.labels)
     folders = [Path(t) for t in cfg.teachers]
     present = all((f / "config.json").is_file() for f in folders)
     fingerprints = [_fingerprint(f) for f in folders] if present else None
