@@ -145,3 +145,22 @@ def test_a_missing_teacher_is_named(csv, tmp_path, capsys):
     assert train(csv, tmp_path / "run", "--teacher", str(tmp_path / "nowhere")) == 2
     err = capsys.readouterr().err
     assert "nowhere" in err and "Traceback" not in err
+
+
+def test_teachers_benchmark_judges_every_combination_as_fer_eval_does(csv, teacher, tmp_path, capsys):
+    """Single-view accuracy agrees with fer-eval's; a teacher paired with itself reads as it does alone."""
+    from fer_engine.benchmarks import teachers
+    from fer_engine.train import cli_eval
+
+    out = tmp_path / "teachers.json"
+    assert teachers.main([str(teacher), str(teacher), "--data", str(csv), "--views", "3", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())
+    assert [len(r["teachers"]) for r in rows] == [1, 1, 2]
+    assert "mean of 3 views" in capsys.readouterr().out
+    assert cli_eval.main([str(teacher), "--data", str(csv), "--split", "PublicTest", "--json",
+                          str(tmp_path / "eval.json")]) == 0
+    assert rows[0]["single_view"] == pytest.approx(json.loads((tmp_path / "eval.json").read_text())["accuracy"])
+    assert rows[2]["single_view"] == rows[0]["single_view"]
+    assert rows[2]["mean_of_3_views"] == rows[0]["mean_of_3_views"]
+    assert 0 <= rows[0]["mean_of_3_views"] <= 1
+    assert teachers.main([str(tmp_path / "missing"), "--data", str(csv)]) == 2

@@ -110,8 +110,10 @@ def _read_cached(candidates, key_without_teachers: dict, fingerprints: list[str]
 
 
 @torch.no_grad()
-def _teacher_probs(folder: Path, spec: ModelSpec, faces: np.ndarray, warps: torch.Tensor, temperature: float,
-                   device, amp, batch_size: int, bar) -> torch.Tensor:
+def teacher_probs(folder: Path, spec: ModelSpec, faces: np.ndarray, warps: torch.Tensor, temperature: float,
+                  device, amp, batch_size: int, bar=None) -> torch.Tensor:
+    """A teacher's softened probabilities [views, N, classes] on each view of ``faces``, in ``spec``'s label
+    order; ``bar`` (a progress bar) is advanced by the faces done."""
     from contextlib import nullcontext
 
     from .checkpoint import load_checkpoint
@@ -131,7 +133,8 @@ def _teacher_probs(folder: Path, spec: ModelSpec, faces: np.ndarray, warps: torc
             with autocast:
                 logits = module(x.contiguous(memory_format=torch.channels_last))
             out[view, start:start + len(gray)] = torch.softmax(logits.float() / temperature, 1)[:, columns].cpu()
-            bar.update(len(gray))
+            if bar is not None:
+                bar.update(len(gray))
     return out
 
 
@@ -158,7 +161,7 @@ def prepare_targets(cfg: DistillConfig, spec: ModelSpec, faces: np.ndarray, augm
     total = torch.zeros(cfg.views, len(faces), len(spec.labels))
     bar = progress(len(folders) * cfg.views * len(faces), "teacher targets")
     for folder in folders:
-        total += _teacher_probs(folder, spec, faces, warps, cfg.temperature, device, amp, batch_size, bar)
+        total += teacher_probs(folder, spec, faces, warps, cfg.temperature, device, amp, batch_size, bar)
     bar.close()
     probs = (total / len(folders)).half()
     out.mkdir(parents=True, exist_ok=True)
