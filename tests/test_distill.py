@@ -119,7 +119,7 @@ def test_distillation_changes_the_run(csv, teacher, tmp_path):
     assert losses[0] != losses[1]
 
 
-def test_a_distilled_run_resumes_exactly_and_without_its_teachers(csv, teacher, tmp_path):
+def test_a_distilled_run_resumes_exactly_with_its_teachers_changed_or_gone(csv, teacher, tmp_path):
     from safetensors.torch import load_file
 
     teacher_copy = tmp_path / "teacher"
@@ -129,6 +129,11 @@ def test_a_distilled_run_resumes_exactly_and_without_its_teachers(csv, teacher, 
     cut = tmp_path / "cut"
     assert train(csv, cut, *extra, "--max-minutes", "0.00001", "--compact-state", str(tmp_path / "compact")) == 0
     assert (tmp_path / "compact" / TARGETS_FILE).is_file()
+    # The teacher's folder now holds another model (retrained, or a new one shipped under the same path):
+    # the resumed run keeps the targets it started with.
+    assert train(csv, tmp_path / "other", "--no-test", "--seed", "7", "--epochs", "1") == 0
+    shutil.rmtree(teacher_copy)
+    shutil.copytree(tmp_path / "other" / "best", teacher_copy)
     assert cli_train.main(["--resume", str(cut), "--threads", "1"]) == 0
     straight = load_file(str(tmp_path / "straight" / "last" / "model.safetensors"))
     resumed = load_file(str(cut / "last" / "model.safetensors"))

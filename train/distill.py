@@ -141,7 +141,11 @@ def teacher_probs(folder: Path, spec: ModelSpec, faces: np.ndarray, warps: torch
 def prepare_targets(cfg: DistillConfig, spec: ModelSpec, faces: np.ndarray, augment_cfg: AugmentConfig, seed: int,
                     out: Path, search: list[Path], device, amp, batch_size: int, progress, log) -> TeacherTargets:
     """The run's teacher targets: read from a matching cache in ``out`` or ``search`` (a resumed run's
-    folders, where the teachers themselves may be absent), else computed and cached in ``out``."""
+    folders, where the teachers themselves may be absent), else computed and cached in ``out``.
+
+    A resumed run (``search`` given) keeps the targets it started with even where a teacher's folder has
+    changed since (a retrained or newly shipped model under the same path): resumption stays exact.
+    """
     from safetensors.torch import save_file
 
     warps = view_warps(len(faces), cfg.views, augment_cfg, seed)
@@ -151,6 +155,11 @@ def prepare_targets(cfg: DistillConfig, spec: ModelSpec, faces: np.ndarray, augm
     fingerprints = [_fingerprint(f) for f in folders] if present else None
     candidates = [out / TARGETS_FILE] + [folder / TARGETS_FILE for folder in search]
     probs = _read_cached(candidates, key, fingerprints)
+    if probs is None and search:
+        probs = _read_cached(candidates, key, None)
+        if probs is not None:
+            log(f"teacher targets: a teacher's files changed since this run started; it keeps the targets it "
+                f"started with ({TARGETS_FILE})")
     if probs is not None:
         log(f"teacher targets: {cfg.views} views x {len(faces)} faces read from the cache")
         return TeacherTargets(warps, probs, cfg.target)
