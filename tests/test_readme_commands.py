@@ -27,7 +27,7 @@ COMMANDS = {
     "fer-eval checkpoints/cnn --data fer2013.csv.gz --split PublicTest --tta": ([], []),
     "fer-eval runtime/models/cnn-int8.onnx --data fer2013.csv.gz --split PrivateTest": ([], []),
     "fer-eval triton://localhost:8001/cnn_int8 --data fer2013.csv.gz --split PrivateTest": None,  # needs a server
-    "fer-eval runs/cnn/best --data fer2013.csv.gz --split PrivateTest": None,  # the fer-train run before it
+    "fer-eval runs/pilot-mean/best --data fer2013.csv.gz --split PrivateTest": None,  # the fer-train runs before it
     "fer-export --model cnn --checkpoint checkpoints/cnn --int8 --fp16 --calibration-data fer2013.csv.gz --out exports/cnn":
         "real data",  # verified on all of PublicTest, as written
     "fer-export --model vit --pretrained ./vit-base --int8 --calibration-data fer2013.csv.gz": ([], []),
@@ -53,11 +53,15 @@ RUN = [c for c, how in COMMANDS.items() if isinstance(how, tuple)]
 
 def readme_commands() -> list[str]:
     """The command lines of the README's bash blocks that run fer-eval, fer-export, fer-bench or a fer_engine module."""
-    commands, in_bash = [], False
+    commands, in_bash, pending = [], False, ""
     for line in (REPO / "README.md").read_text().splitlines():
         if line.startswith("```"):
             in_bash = line.strip() == "```bash"
             continue
+        if in_bash and line.endswith("\\"):  # a command continued on the next line
+            pending += line[:-1]
+            continue
+        line, pending = pending + line, ""
         for part in line.split("&&") if in_bash else []:
             words = shlex.split(part, comments=True)
             if words and (words[0] in PROGRAMS or words[:3] and words[:2] == ["python", "-m"]
