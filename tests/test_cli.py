@@ -292,3 +292,32 @@ def test_library_errors_name_the_field_and_the_cli_its_option(capsys):
     assert "fer-train: error: --average-last must be between 0" in capsys.readouterr().err
     assert run_cli(body, "prog", options={"average_last": "--tail"}) == 2
     assert "prog: error: --tail must be between 0" in capsys.readouterr().err
+
+
+def test_ten_crop_views_are_corner_and_centre_crops_with_their_mirrors():
+    import cv2
+
+    from fer_engine.train.cli_eval import ten_crop_views
+
+    faces = np.random.default_rng(0).integers(0, 256, (3, 48, 48), dtype=np.uint8)
+    views = ten_crop_views(faces)
+    assert len(views) == 10 and all(v.shape == faces.shape and v.dtype == np.uint8 for v in views)
+    top_left = cv2.resize(np.ascontiguousarray(faces[1, :44, :44]), (48, 48), interpolation=cv2.INTER_LINEAR)
+    centre = cv2.resize(np.ascontiguousarray(faces[1, 2:46, 2:46]), (48, 48), interpolation=cv2.INTER_LINEAR)
+    assert np.array_equal(views[0][1], top_left) and np.array_equal(views[8][1], centre)
+    for plain, mirrored in zip(views[::2], views[1::2]):
+        assert np.array_equal(mirrored, plain[:, :, ::-1])
+    assert len({v.tobytes() for v in views}) == 10  # ten different views of a random face
+
+
+def test_fer_eval_ten_crop(train_csv, tmp_path, capsys):
+    train(train_csv, tmp_path / "run", "--no-test")
+    capsys.readouterr()
+    out_json = tmp_path / "eval.json"
+    assert cli_eval.main([str(tmp_path / "run" / "best"), "--data", str(train_csv), "--split", "PublicTest",
+                          "--json", str(out_json), "--ten-crop"]) == 0
+    assert "ten crops with mirrors" in capsys.readouterr().out
+    report = json.loads(out_json.read_text())
+    assert report["ten_crop"] is True and report["tta"] is False and report["count"] == 28
+    with pytest.raises(SystemExit):
+        cli_eval.main([str(tmp_path / "run" / "best"), "--data", str(train_csv), "--tta", "--ten-crop"])
