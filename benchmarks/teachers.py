@@ -39,8 +39,10 @@ def judge(folders: list[str], data: str, views: int, seed: int = 0, augment: str
         for folder in folders:
             teacher = load_checkpoint(folder)
             columns = teacher.spec.label_index(spec.labels)
-            single[folder] = predict_probs(teacher.module, teacher.spec, split.images, batch_size=batch_size)[:, columns]
-            mean[folder] = teacher_probs(folder, spec, split.images, warps, 1.0, "cpu", dtype, batch_size).mean(0).numpy()
+            probs = predict_probs(teacher.module, teacher.spec, split.images, batch_size=batch_size)
+            single[folder] = probs[:, columns]
+            views_probs = teacher_probs(folder, spec, split.images, warps, 1.0, "cpu", dtype, batch_size)
+            mean[folder] = views_probs.mean(0).numpy()
 
     def accuracy(probs: np.ndarray) -> float:
         return float(np.mean(probs.argmax(1) == split.labels))

@@ -167,8 +167,8 @@ def main(argv: list[str] | None = None) -> int:
         print(report.format())
         print(f"\n{len(split) / elapsed:.0f} faces/s")
         result = {"model": str(args.model), "split": args.split, "tta": args.tta, "ten_crop": args.ten_crop,
-                  "data": data.source, "limit": args.limit, "skipped_rows": data.skipped, "faces_per_s": len(split) / elapsed,
-                  **report.to_dict()}
+                  "data": data.source, "limit": args.limit, "skipped_rows": data.skipped,
+                  "faces_per_s": len(split) / elapsed, **report.to_dict()}
 
         def write_png(path: Path) -> None:
             from .plots import plot_confusion
