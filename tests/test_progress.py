@@ -130,9 +130,9 @@ def test_fer_eval_reads_the_same_numbers_a_batch_at_a_time(eval_csv, tmp_path):
 
     faces = load_fer2013(eval_csv).split("PrivateTest").images
     classifier = load_classifier("cnn-int8")
-    np.testing.assert_allclose(predict_with_progress(classifier, faces, 4, True),
+    np.testing.assert_allclose(predict_with_progress(classifier, faces, 4, "flip"),
                                classifier.predict_probs(faces, batch_size=4, tta=True), atol=1e-6)
-    assert predict_with_progress(classifier, faces, 256, False).shape == (14, 7)
+    assert predict_with_progress(classifier, faces, 256, None).shape == (14, 7)
 
 
 def test_fer_export_shows_each_step_and_the_faces_verified_per_file_on_a_terminal_only(tmp_path):
