@@ -110,15 +110,12 @@ def _read_cached(candidates, key_without_teachers: dict, fingerprints: list[str]
 
 
 @torch.no_grad()
-def teacher_probs(folder: Path, spec: ModelSpec, faces: np.ndarray, warps: torch.Tensor, temperature: float,
-                  device, amp, batch_size: int, bar=None) -> torch.Tensor:
-    """A teacher's softened probabilities [views, N, classes] on each view of ``faces``, in ``spec``'s label
-    order; ``bar`` (a progress bar) is advanced by the faces done."""
+def teacher_probs(teacher, folder: Path, spec: ModelSpec, faces: np.ndarray, warps: torch.Tensor,
+                  temperature: float, device, amp, batch_size: int, bar=None) -> torch.Tensor:
+    """A teacher's (a loaded checkpoint from ``folder``) softened probabilities [views, N, classes] on each view
+    of ``faces``, in ``spec``'s label order; ``bar`` (a progress bar) is advanced by the faces done."""
     from contextlib import nullcontext
 
-    from .checkpoint import load_checkpoint
-
-    teacher = load_checkpoint(folder)
     missing = [name for name in spec.labels if name not in teacher.spec.labels]
     if missing:
         raise FerError(f"teacher {folder} does not classify {', '.join(missing)}: a teacher needs the student's labels")
@@ -148,6 +145,8 @@ def prepare_targets(cfg: DistillConfig, spec: ModelSpec, faces: np.ndarray, augm
     """
     from safetensors.torch import save_file
 
+    from .checkpoint import load_checkpoint
+
     warps = view_warps(len(faces), cfg.views, augment_cfg, seed)
     key = _key(cfg, augment_cfg, seed, len(faces), spec.labels)
     folders = [Path(t) for t in cfg.teachers]
@@ -170,7 +169,8 @@ def prepare_targets(cfg: DistillConfig, spec: ModelSpec, faces: np.ndarray, augm
     total = torch.zeros(cfg.views, len(faces), len(spec.labels))
     bar = progress(len(folders) * cfg.views * len(faces), "teacher targets")
     for folder in folders:
-        total += teacher_probs(folder, spec, faces, warps, cfg.temperature, device, amp, batch_size, bar)
+        total += teacher_probs(load_checkpoint(folder), folder, spec, faces, warps, cfg.temperature, device, amp,
+                               batch_size, bar)
     bar.close()
     probs = (total / len(folders)).half()
     out.mkdir(parents=True, exist_ok=True)
