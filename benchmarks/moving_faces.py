@@ -471,6 +471,18 @@ def recall(truth: MovingTruth, records: Records, min_shown: float = MIN_SHOWN) -
     return recall_counts(truth, records, min_shown).share
 
 
+def truth_accuracy(truth: MovingTruth, records: Records, min_shown: float = MIN_SHOWN) -> Optional[float]:
+    """Over truth faces matched by a detection, the share labelled with the face's FER2013 label."""
+    right = found = 0
+    for people, frame, shown in zip(_scored(truth, min_shown), assign(truth, records), truth.frames):
+        label = {s.person: LABELS[s.label] for s in shown}
+        for person in people:
+            if person in frame:
+                found += 1
+                right += frame[person]["label"] == label[person]
+    return right / found if found else None
+
+
 @dataclass
 class Agreement:
     share: Optional[float]  # None when nothing was compared

@@ -14,8 +14,9 @@ from conftest import needs_fer2013
 from fer_engine.benchmarks.face_video import drawn_faces
 from fer_engine.benchmarks.moving_faces import (
     Motion, MovingTruth, Shown, agreement, assign, compare, follow_delays, main, make_moving_face_video,
-    make_one_face_video, read_jsonl_faces, read_truth, recall, write_truth,
+    make_one_face_video, read_jsonl_faces, read_truth, recall, truth_accuracy, write_truth,
 )
+from fer_engine.benchmarks.label_sweep import relabel
 from fer_engine.spec import LABELS
 
 SIZE = (320, 240)
@@ -188,6 +189,28 @@ def test_agreement_is_one_for_identical_runs_and_drops_with_changed_labels(drawn
     # faces one run missed are not compared
     fewer = records_of(truth, keep=lambda t, s: (t, s.person) not in changed)
     assert agreement(truth, reference, fewer) == type(same)(1.0, len(scored(truth)) - len(changed))
+
+
+def test_truth_accuracy_counts_right_labels_over_found_faces(drawn):
+    _, truth = drawn
+    assert truth_accuracy(truth, records_of(truth)) == 1.0
+    wrong = set(scored(truth)[::5])
+    candidate = records_of(truth, label_of=lambda t, s: "other" if (t, s.person) in wrong else LABELS[s.label])
+    assert truth_accuracy(truth, candidate) == pytest.approx(1 - len(wrong) / len(scored(truth)))
+    # a missed face is not counted as wrong
+    assert truth_accuracy(truth, records_of(truth, keep=lambda t, s: (t, s.person) not in wrong)) == 1.0
+
+
+def test_relabel_keeps_a_label_until_another_leads_by_the_margin():
+    labels = ("a", "b")
+    leads = [0.1, -0.05, -0.15, 0.05, 0.25]  # p(a) - p(b) per frame, one track
+    records = [[{"box": [0, 0, 10, 10], "track": 1, "probs": {"a": (1 + d) / 2, "b": (1 - d) / 2}}] for d in leads]
+    plain = [frame[0]["label"] for frame in relabel(records, labels, 0.0, 0.0)]
+    assert plain == ["a", "b", "b", "a", "a"]
+    held = [frame[0]["label"] for frame in relabel(records, labels, 0.0, 0.1)]
+    assert held == ["a", "a", "b", "b", "a"]  # b leads by 0.15 > 0.1 at frame 2; a by 0.25 at frame 4
+    smoothed = [frame[0]["label"] for frame in relabel(records, labels, 0.5, 0.0)]
+    assert smoothed == ["a", "a", "b", "b", "a"]  # running average of the leads: .1, .025, -.0625, -.006, .122
 
 
 def lagged(truth, frames: int):
