@@ -288,7 +288,7 @@ class Pipeline:
                 if poll is not None:
                     poll()
                 self._enforce_stop_timeout()
-                time.sleep(poll_every if poll is not None else POLL)
+                self._wait(poll_every if poll is not None else POLL)
         except BaseException:
             self.request_stop()  # Ctrl-C in an embedding application: drain what was read, then re-raise
             try:
@@ -310,6 +310,15 @@ class Pipeline:
         finally:
             self._stops.now.set()  # the caller stopped iterating, or the run ended
             self.finish()
+
+    def _wait(self, seconds: float) -> None:
+        """Up to ``seconds``, ending early when the writer (the last stage) does: a run returns when its work
+        is done, not at the next tick, which a fixed sleep would add to every run's time (up to 0.1 s)."""
+        writer = self._write_thread
+        if writer is not None and writer.is_alive():
+            writer.join(seconds)
+        else:  # another stage still draining after the writer ended (a failure): a tick, not a busy loop
+            time.sleep(seconds)
 
     def _enforce_stop_timeout(self) -> None:
         if self._stop_deadline is not None and time.perf_counter() > self._stop_deadline and not self._stops.now.is_set():

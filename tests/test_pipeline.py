@@ -137,6 +137,19 @@ def test_pipeline_results_can_be_iterated(drawn_video):
     assert [r.frame for r in results] == list(range(12))
 
 
+@pytest.mark.parametrize("poll", [None, lambda: None])
+def test_run_returns_when_the_work_ends_not_at_the_next_tick(drawn_video, monkeypatch, poll):
+    import fer_engine.runtime.pipeline as pipeline_module
+
+    monkeypatch.setattr(pipeline_module, "POLL", 5.0)
+    config = PipelineConfig(recognizer=RecognizerConfig(detector=DetectorConfig("haar")), render=False)
+    pipeline = Pipeline([SourceSpec("video", str(drawn_video))], config)
+    started = time.perf_counter()
+    summary = pipeline.run(poll, poll_every=5.0)
+    assert summary.frames == 12
+    assert time.perf_counter() - started < 4.0  # a fixed 5 s tick would hold the return for 5 s
+
+
 class FailingSource(FrameSource):
     name = "failing source"
 
