@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from fer_engine.cli import run_cli
+from fer_engine.errors import FerError
 from fer_engine.runtime import PipelineConfig, RecognizerConfig
 from fer_engine.runtime.smoothing import Smoother
 
@@ -83,13 +84,20 @@ def sweep(data: str | None, seeds: list[int], smooths: list[float], margins: lis
                     candidate = relabel(records[name], LABELS, smooth, margin)
                     compared = compare(truth, reference, candidate)
                     follow = compared["follow"]
-                    measures.append((compared["agreement"]["share"], truth_accuracy(truth, candidate),
+                    accuracy = truth_accuracy(truth, candidate)
+                    share = compared["agreement"]["share"]
+                    measures.append((np.nan if share is None else share, np.nan if accuracy is None else accuracy,
                                      follow["candidate_ms"]["p90"] or 0.0, follow["never_followed"]))
-                values = np.array(measures, float)
+                values = np.array(measures, float)  # nan where a video had no face found in both runs
+                scored = values[~np.isnan(values[:, 0])]
+                if not len(scored):
+                    raise FerError("no face was found in both runs of any video: nothing to compare (pass --data "
+                                   "for FER2013 faces, which YuNet finds, or more --frames)")
                 rows.append({"smooth": smooth, "margin": margin, "policy": name,
-                             "agreement_min": values[:, 0].min(), "agreement_mean": values[:, 0].mean(),
-                             "truth_accuracy": values[:, 1].mean(), "follow_p90_ms_worst": values[:, 2].max(),
-                             "never_followed": int(values[:, 3].sum()), "videos": len(runs)})
+                             "agreement_min": scored[:, 0].min(), "agreement_mean": scored[:, 0].mean(),
+                             "truth_accuracy": float(np.nanmean(scored[:, 1])),
+                             "follow_p90_ms_worst": scored[:, 2].max(), "never_followed": int(scored[:, 3].sum()),
+                             "videos": len(scored)})
     out("| smooth | margin | policy | agreement min / mean | accuracy vs truth | follow p90 ms (worst video) "
         "| never followed |")
     out("| ---: | ---: | --- | ---: | ---: | ---: | ---: |")
@@ -100,8 +108,17 @@ def sweep(data: str | None, seeds: list[int], smooths: list[float], margins: lis
     return rows
 
 
-def _floats(text: str) -> list[float]:
-    return [float(v) for v in text.split(",")]
+def _numbers(kind, low: float, high: float):
+    """An argparse type: comma-separated ``kind`` values in [low, high)."""
+    def parse(text: str) -> list:
+        try:
+            values = [kind(v) for v in text.split(",")]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not a comma-separated list of numbers") from None
+        if not all(low <= v < high for v in values):
+            raise argparse.ArgumentTypeError(f"'{text}': each value must be at least {low:g} and below {high:g}")
+        return values
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -109,9 +126,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", help="FER2013 csv(.gz): paste PublicTest faces (default: drawn faces)")
-    parser.add_argument("--seeds", default="0,1", help="video seeds, comma-separated (default: 0,1)")
-    parser.add_argument("--smooth", type=_floats, default=[0.0, 0.5, 0.7], help="default: 0,0.5,0.7")
-    parser.add_argument("--margin", type=_floats, default=[0.0, 0.05, 0.1, 0.2], help="default: 0,0.05,0.1,0.2")
+    parser.add_argument("--seeds", type=_numbers(int, 0, 2**32), default=[0, 1],
+                        help="video seeds, comma-separated (default: 0,1)")
+    parser.add_argument("--smooth", type=_numbers(float, 0.0, 1.0), default=[0.0, 0.5, 0.7],
+                        help="smoothing weights to try, each in [0, 1) (default: 0,0.5,0.7)")
+    parser.add_argument("--margin", type=_numbers(float, 0.0, 1.0), default=[0.0, 0.05, 0.1, 0.2],
+                        help="hysteresis margins to try, in probability (default: 0,0.05,0.1,0.2)")
     parser.add_argument("--threads", type=positive_int, help="classifier threads")
     parser.add_argument("--frames", type=positive_int, default=300)
     parser.add_argument("--json", metavar="OUT", help="write the rows as JSON")
@@ -122,10 +142,15 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def _main() -> int:
-        seeds = [int(v) for v in args.seeds.split(",")]
-        rows = sweep(args.data, seeds, args.smooth, args.margin, args.threads, args.frames)
-        if args.json:
-            Path(args.json).write_text(json.dumps(rows, indent=1))
+        from fer_engine.outputs import check_outputs, write_outputs
+
+        check_outputs(files={"--json": args.json})
+        if args.data:
+            from fer_engine.train.data import check_data_path
+
+            check_data_path(args.data)
+        rows = sweep(args.data, args.seeds, args.smooth, args.margin, args.threads, args.frames)
+        write_outputs([("--json", args.json, lambda path: path.write_text(json.dumps(rows, indent=1)))])
         return 0
 
     return run_cli(_main, PROG)

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import needs_fer2013
+from conftest import needs_fer2013, needs_yunet
 from fer_engine.benchmarks.face_video import drawn_faces
 from fer_engine.benchmarks.moving_faces import (
     Motion, MovingTruth, Shown, agreement, assign, compare, follow_delays, main, make_moving_face_video,
@@ -211,6 +211,33 @@ def test_relabel_keeps_a_label_until_another_leads_by_the_margin():
     assert held == ["a", "a", "b", "b", "a"]  # b leads by 0.15 > 0.1 at frame 2; a by 0.25 at frame 4
     smoothed = [frame[0]["label"] for frame in relabel(records, labels, 0.5, 0.0)]
     assert smoothed == ["a", "a", "b", "b", "a"]  # running average of the leads: .1, .025, -.0625, -.006, .122
+
+
+@needs_yunet
+@needs_fer2013
+def test_label_sweep_runs_every_policy_and_writes_its_rows(tmp_path, capsys):
+    from conftest import FER2013
+    from fer_engine.benchmarks.label_sweep import main as sweep_main
+
+    out = tmp_path / "sweep.json"
+    assert sweep_main(["--data", str(FER2013), "--seeds", "0", "--frames", "20", "--smooth", "0,0.5", "--margin",
+                       "0", "--threads", "1", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())
+    assert len(rows) == 2 * 6  # two smoothing weights, six policies
+    every = [r for r in rows if r["policy"].startswith("every frame")]
+    assert all(r["agreement_min"] == 1.0 and r["videos"] == 2 for r in every)
+    assert "| smooth | margin |" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv", [["--smooth", "1"], ["--margin", "x"], ["--seeds", "-1"]])
+def test_label_sweep_rejects_bad_settings_in_one_line(argv, capsys):
+    from fer_engine.benchmarks.label_sweep import main as sweep_main
+
+    with pytest.raises(SystemExit) as exited:
+        sweep_main(argv)
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and argv[0] in err
 
 
 def lagged(truth, frames: int):
