@@ -113,3 +113,24 @@ def test_bad_checkpoint_folders(tmp_path, problem):
         (folder / "model.safetensors").write_bytes(b"garbage")
     with pytest.raises(FerError):
         load_checkpoint(folder, expect_model="vit" if problem == "other_family" else None)
+
+
+def test_cnn_residual_blocks_start_as_identity_unless_the_config_says_otherwise(tmp_path):
+    from fer_engine.train.cnn import BasicBlock
+
+    def block_scales(module):
+        return [float(b.body[-1].weight.abs().sum()) for b in module.modules() if isinstance(b, BasicBlock)]
+
+    default = create_model("cnn").module
+    assert block_scales(default) and all(s == 0 for s in block_scales(default))
+    config = tmp_path / "sgd.json"
+    config.write_text(json.dumps({"zero_init_residual": False}))
+    built = create_model("cnn", from_config=str(config))
+    assert built.arch["zero_init_residual"] is False
+    assert all(s > 0 for s in block_scales(built.module))
+    # a checkpoint saved before the field existed loads with the default
+    saved = save_checkpoint(tmp_path / "ckpt", built)
+    config = json.loads((saved / "config.json").read_text())
+    config["arch"].pop("zero_init_residual")
+    (saved / "config.json").write_text(json.dumps(config))
+    assert load_checkpoint(saved).arch.get("zero_init_residual", True) is True

@@ -20,6 +20,9 @@ class CNNConfig:
     in_channels: int = 1
     num_classes: int = 7
     dropout: float = 0.2
+    # Each residual block starts as the identity (its last BatchNorm's scale at zero). AdamW copes; SGD at the
+    # published recipes' 0.01 barely moves those scales and stalls at the majority class (train/RESULTS.md, run 10).
+    zero_init_residual: bool = True
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -67,9 +70,10 @@ class FerCNN(nn.Module):
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-        for block in self.modules():
-            if isinstance(block, BasicBlock):
-                nn.init.zeros_(block.body[-1].weight)  # each residual block starts as identity
+        if config.zero_init_residual:
+            for block in self.modules():
+                if isinstance(block, BasicBlock):
+                    nn.init.zeros_(block.body[-1].weight)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         x = self.pool(self.features(pixel_values)).flatten(1)
