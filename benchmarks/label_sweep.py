@@ -77,10 +77,10 @@ def sweep(data: str | None, seeds: list[int], smooths: list[float], margins: lis
     rows = []
     for smooth in smooths:
         for margin in margins:
+            references = [relabel(records[POLICIES[0][0]], LABELS, smooth, margin) for _, records in runs]
             for name, _ in POLICIES:
                 measures = []
-                for truth, records in runs:
-                    reference = relabel(records[POLICIES[0][0]], LABELS, smooth, margin)
+                for (truth, records), reference in zip(runs, references):
                     candidate = relabel(records[name], LABELS, smooth, margin)
                     compared = compare(truth, reference, candidate)
                     follow = compared["follow"]

@@ -474,12 +474,10 @@ def recall(truth: MovingTruth, records: Records, min_shown: float = MIN_SHOWN) -
 def truth_accuracy(truth: MovingTruth, records: Records, min_shown: float = MIN_SHOWN) -> Optional[float]:
     """Over truth faces matched by a detection, the share labelled with the face's FER2013 label."""
     right = found = 0
-    for people, frame, shown in zip(_scored(truth, min_shown), assign(truth, records), truth.frames):
-        label = {s.person: LABELS[s.label] for s in shown}
-        for person in people:
-            if person in frame:
-                found += 1
-                right += frame[person]["label"] == label[person]
+    for labels, shown in zip(_labels_by_person(truth, records, min_shown), truth.frames):
+        truth_labels = {s.person: LABELS[s.label] for s in shown}
+        found += len(labels)
+        right += sum(label == truth_labels[person] for person, label in labels.items())
     return right / found if found else None
 
 

@@ -41,7 +41,7 @@ def judge(folders: list[str], data: str, views: int, seed: int = 0, augment: str
             columns = teacher.spec.label_index(spec.labels)
             probs = predict_probs(teacher.module, teacher.spec, split.images, batch_size=batch_size)
             single[folder] = probs[:, columns]
-            views_probs = teacher_probs(teacher, folder, spec, split.images, warps, 1.0, "cpu", dtype, batch_size)
+            views_probs = teacher_probs(teacher, spec, split.images, warps, 1.0, "cpu", dtype, batch_size)
             mean[folder] = views_probs.mean(0).numpy()
 
     def accuracy(probs: np.ndarray) -> float:

@@ -110,15 +110,15 @@ def _read_cached(candidates, key_without_teachers: dict, fingerprints: list[str]
 
 
 @torch.no_grad()
-def teacher_probs(teacher, folder: Path, spec: ModelSpec, faces: np.ndarray, warps: torch.Tensor,
-                  temperature: float, device, amp, batch_size: int, bar=None) -> torch.Tensor:
-    """A teacher's (a loaded checkpoint from ``folder``) softened probabilities [views, N, classes] on each view
-    of ``faces``, in ``spec``'s label order; ``bar`` (a progress bar) is advanced by the faces done."""
+def teacher_probs(teacher, spec: ModelSpec, faces: np.ndarray, warps: torch.Tensor, temperature: float, device,
+                  amp, batch_size: int, bar=None) -> torch.Tensor:
+    """A teacher's (a loaded checkpoint) softened probabilities [views, N, classes] on each view of ``faces``, in
+    ``spec``'s label order; ``bar`` (a progress bar) is advanced by the faces done."""
     from contextlib import nullcontext
 
     missing = [name for name in spec.labels if name not in teacher.spec.labels]
     if missing:
-        raise FerError(f"teacher {folder} does not classify {', '.join(missing)}: a teacher needs the student's labels")
+        raise FerError(f"teacher {teacher.folder} does not classify {', '.join(missing)}: a teacher needs the student's labels")
     columns = teacher.spec.label_index(spec.labels)
     module = teacher.module.to(device).eval()
     out = torch.empty(warps.shape[0], len(faces), len(spec.labels))
@@ -169,8 +169,8 @@ def prepare_targets(cfg: DistillConfig, spec: ModelSpec, faces: np.ndarray, augm
     total = torch.zeros(cfg.views, len(faces), len(spec.labels))
     bar = progress(len(folders) * cfg.views * len(faces), "teacher targets")
     for folder in folders:
-        total += teacher_probs(load_checkpoint(folder), folder, spec, faces, warps, cfg.temperature, device, amp,
-                               batch_size, bar)
+        total += teacher_probs(load_checkpoint(folder), spec, faces, warps, cfg.temperature, device, amp, batch_size,
+                               bar)
     bar.close()
     probs = (total / len(folders)).half()
     out.mkdir(parents=True, exist_ok=True)
