@@ -100,6 +100,17 @@ def erase(images: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> tor
     return torch.where((box & chosen.view(n, 1, 1)).unsqueeze(1), noise, images)
 
 
+# A second view of a face as a detector would give it on the next frame: its box a pixel or two off, a few
+# percent larger or smaller, a few degrees turned (fer-train --consistency).
+JITTER = AugmentConfig(flip=0.0, rotate_deg=3.0, scale=(0.96, 1.04), shift=2 / 48, brightness=0.0, contrast=0.0,
+                       erase_prob=0.0)
+
+
+def jitter(images: torch.Tensor, gen: torch.Generator, cfg: AugmentConfig = JITTER) -> torch.Tensor:
+    """``images`` moved by a small random warp each (``JITTER``): the view a consistency term compares."""
+    return apply_warps(images, sample_warps(images.shape[0], cfg, gen, images.device))
+
+
 def augment(images: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
     """``images``: float [N, 1, H, W] in 0..1 → augmented copy, same shape and range."""
     warps = sample_warps(images.shape[0], cfg, gen, images.device)

@@ -30,7 +30,8 @@ import torch.nn.functional as F
 from fer_engine.errors import FerError, FieldError
 from fer_engine.spec import LABELS
 
-from .augment import AugmentConfig, augment, augment_preset, erase
+from .augment import AugmentConfig, augment, augment_preset, erase, jitter
+from .consistency import jensen_shannon
 from .checkpoint import load_checkpoint, read_checkpoint_config, save_checkpoint
 from .data import FerSplit, load_fer2013
 from .distill import TARGETS, DistillConfig, TeacherTargets, distill_loss, prepare_targets
@@ -77,6 +78,7 @@ class TrainConfig:
     distill_weight: float = 0.5
     distill_temperature: float = 2.0
     distill_target: str = "view"  # or "mean" (train/distill.py)
+    consistency: float = 0.0  # weight of the jitter-consistency term (train/consistency.py); 0 = none
 
     def fill_defaults(self) -> "TrainConfig":
         defaults = get_family(self.model).defaults
@@ -101,6 +103,8 @@ class TrainConfig:
                 raise FieldError("distill_target", f"'{self.distill_target}' is unknown: choose {' or '.join(TARGETS)}")
             if self.distill_temperature <= 0:
                 raise FieldError("distill_temperature", f"must be positive (got {self.distill_temperature})")
+        if self.consistency < 0:
+            raise FieldError("consistency", f"cannot be negative (got {self.consistency})")
         if not 0 <= self.average_last <= self.epochs:
             raise FieldError("average_last", f"must be between 0 and the number of epochs ({self.epochs})")
         return self
@@ -146,14 +150,15 @@ def machine_info(device: torch.device) -> dict:
 
 class BatchStream:
     """Augmented training batches for one epoch. The permutation depends on (seed, epoch) and each
-    batch's augmentation on (seed, epoch, step), so a run resumed mid-epoch continues identically."""
+    batch's augmentation on (seed, epoch, step), so a run resumed mid-epoch continues identically. Each batch
+    is (views, labels, teacher targets or None, step, jittered copies of the views or None)."""
 
     def __init__(self, split: FerSplit, batch_size: int, seed: int, augment_cfg: AugmentConfig, workers: int,
-                 targets: TeacherTargets | None = None):
+                 targets: TeacherTargets | None = None, jittered: bool = False):
         self.images = torch.from_numpy(split.images)
         self.labels = torch.from_numpy(split.labels)
         self.batch_size, self.seed, self.augment_cfg, self.workers = batch_size, seed, augment_cfg, workers
-        self.targets = targets
+        self.targets, self.jittered = targets, jittered
 
     def steps_per_epoch(self) -> int:
         return max(len(self.labels) // self.batch_size, 1)
@@ -163,9 +168,12 @@ class BatchStream:
         gen = torch.Generator().manual_seed(hash((self.seed, epoch, step)) & 0x7FFF_FFFF)
         faces = faces_to_tensor(self.images[idx])
         if self.targets is None:
-            return augment(faces, self.augment_cfg, gen), self.labels[idx], None, step
-        x, soft = self.targets.batch(faces, idx, gen)
-        return erase(x, self.augment_cfg, gen), self.labels[idx], soft, step
+            x, soft = augment(faces, self.augment_cfg, gen), None
+        else:
+            x, soft = self.targets.batch(faces, idx, gen)
+            x = erase(x, self.augment_cfg, gen)
+        # Drawn after the view's own numbers, so a run without the term keeps its exact batches.
+        return x, self.labels[idx], soft, step, jitter(x, gen) if self.jittered else None
 
     def epoch(self, epoch: int, start_step: int = 0):
         perm = torch.randperm(len(self.labels), generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch))
@@ -295,7 +303,7 @@ class Trainer:
         self.teachers_report: dict | None = None
         targets = self._teacher_targets() if cfg.teachers else None
         self.stream = BatchStream(self.train_split, cfg.batch_size, cfg.seed, augment_preset(cfg.augment), cfg.workers,
-                                  targets)
+                                  targets, jittered=cfg.consistency > 0)
         steps = self.stream.steps_per_epoch()
         self.optimizer = _make_optimizer(cfg, self.module)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -396,17 +404,23 @@ class Trainer:
             ema=self.ema.state_for_saving() if self.ema else None, rng=torch.get_rng_state())
         save_checkpoint(self.out / "last", self.built, self._metrics(), lambda folder: write_state(folder, state))
 
-    def _train_step(self, x, y, soft=None) -> tuple[float, int]:
+    def _train_step(self, x, y, soft=None, jittered=None) -> tuple[float, int]:
+        if jittered is not None:  # one forward pass for both views: BatchNorm sees them as one batch
+            x = torch.cat([x, jittered])
         x = to_pixel_values(x.to(self.device, non_blocking=True), self.built.spec).contiguous(
             memory_format=torch.channels_last)
         y = y.to(self.device, non_blocking=True)
         autocast = torch.autocast(self.device.type, dtype=self.amp) if self.amp else nullcontext()
         with autocast:
             logits = self.module(x)
+            if jittered is not None:
+                logits, logits_jittered = logits.chunk(2)
             loss = F.cross_entropy(logits.float(), y, label_smoothing=self.cfg.label_smoothing)
             if soft is not None:
                 weight = self.cfg.distill_weight
                 loss = (1 - weight) * loss + weight * distill_loss(logits, soft.to(self.device), self.cfg.distill_temperature)
+            if jittered is not None:
+                loss = loss + self.cfg.consistency * jensen_shannon(logits, logits_jittered)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
@@ -435,8 +449,8 @@ class Trainer:
             started = time.perf_counter()
             bar = _progress(steps, f"epoch {epoch + 1}/{cfg.epochs}")
             bar.update(first)
-            for x, y, soft, step in self.stream.epoch(epoch, first):
-                loss, hits = self._train_step(x, y, soft)
+            for x, y, soft, step, jittered in self.stream.epoch(epoch, first):
+                loss, hits = self._train_step(x, y, soft, jittered)
                 loss_sum += loss * len(y)
                 correct += hits
                 seen += len(y)
