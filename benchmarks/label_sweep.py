@@ -56,7 +56,7 @@ def relabel(records: list[list[dict]], labels: tuple[str, ...], smooth: float, m
 
 
 def sweep(data: str | None, seeds: list[int], smooths: list[float], margins: list[float], threads: int | None,
-          frames: int, out=print) -> list[dict]:
+          frames: int, out=print, model: str | None = None) -> list[dict]:
     from fer_engine.spec import LABELS
 
     faces, labels = _faces(data, False)
@@ -69,7 +69,7 @@ def sweep(data: str | None, seeds: list[int], smooths: list[float], margins: lis
                 truth = maker(video, faces, labels, frames=frames, seed=seed)
                 records = {}
                 for name, changes in POLICIES:
-                    config = PipelineConfig(recognizer=RecognizerConfig(threads=threads), render=False, smooth=0.0,
+                    config = PipelineConfig(recognizer=RecognizerConfig(model=model, threads=threads), render=False, smooth=0.0,
                                             **changes)
                     records[name] = run_pipeline(video, config, tmp, False)[1]
                 runs.append((truth, records))
@@ -132,6 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="smoothing weights to try, each in [0, 1) (default: 0,0.5,0.7)")
     parser.add_argument("--margin", type=_numbers(float, 0.0, 1.0), default=[0.0, 0.05, 0.1, 0.2],
                         help="hysteresis margins to try, in probability (default: 0,0.05,0.1,0.2)")
+    parser.add_argument("--model", help="classifier, as fer-run --model takes it: a name or an ONNX file "
+                        "(default: the shipped default)")
     parser.add_argument("--threads", type=positive_int, help="classifier threads")
     parser.add_argument("--frames", type=positive_int, default=300)
     parser.add_argument("--json", metavar="OUT", help="write the rows as JSON")
@@ -149,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
             from fer_engine.train.data import check_data_path
 
             check_data_path(args.data)
-        rows = sweep(args.data, args.seeds, args.smooth, args.margin, args.threads, args.frames)
+        rows = sweep(args.data, args.seeds, args.smooth, args.margin, args.threads, args.frames, model=args.model)
         write_outputs([("--json", args.json, lambda path: path.write_text(json.dumps(rows, indent=1)))])
         return 0
 

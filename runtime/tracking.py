@@ -122,6 +122,18 @@ class Tracker:
             landmarks = np.stack([box[:2] + t.landmarks * box[2:] for t, box in zip(live, boxes)])
         return Detections(boxes, [t.score for t in live], landmarks), [t.id for t in live]
 
+    def uncertain(self, time: float, width: int, height: int) -> bool:
+        """True when a track the last detection missed may still be in the frame: a face the detector lost for
+        one frame (turned, blurred) that every-frame detection would find again on the next one, so the next
+        frame is detected rather than carried without it. A track predicted outside the frame (a face that
+        left) does not count: it only waits to end."""
+        for track in self.tracks:
+            if track.missed:
+                x, y, w, h = track.box_at(time)
+                if 0 <= x + w / 2 < width and 0 <= y + h / 2 < height:
+                    return True
+        return False
+
     def remember(self, track_ids: list[int], signatures: np.ndarray) -> None:
         """The crop signatures at this detection, to judge later carried boxes by."""
         by_id = {t.id: t for t in self.tracks}

@@ -71,3 +71,46 @@ def test_a_forgotten_track_starts_afresh():
     with pytest.raises(KeyError):  # never classified since: the policy must classify a new track at once
         smoother.update([1], np.array([False]), np.zeros((0, 2)))
     np.testing.assert_allclose(smoother.update([1], np.array([True]), np.array([[0.0, 1.0]])), [[0.0, 1.0]])
+
+
+def test_a_missed_track_is_uncertain_while_its_face_may_still_be_in_the_frame():
+    tracker = Tracker()
+    tracker.update(dets([10, 10, 40, 40], [200, 10, 40, 40]), 0.0)
+    assert not tracker.uncertain(0.1, 320, 240)
+    tracker.update(dets([10, 10, 40, 40]), 0.1)  # the face at x=200 missed
+    assert tracker.uncertain(0.15, 320, 240)
+    assert not tracker.uncertain(0.15, 200, 240)  # a frame that ends before its centre: the face has left
+
+
+class _ScriptedDetector:
+    """Gives the boxes scripted for each call, and counts the calls."""
+
+    def __init__(self, script):
+        self.script, self.calls = list(script), 0
+
+    def detect(self, image):
+        self.calls += 1
+        return dets(*self.script.pop(0))
+
+
+def test_detection_between_detections_detects_again_after_a_miss_instead_of_carrying_without_the_face():
+    from fer_engine.runtime.reclassify import ReclassifyPolicy
+    from fer_engine.runtime.sources import Frame
+    from fer_engine.runtime.stages.detect import DetectStage
+
+    a, b = [10, 10, 40, 40], [200, 10, 40, 40]
+    stage = DetectStage([], 0, lambda image, d: np.zeros((len(d.boxes), 48, 48), np.uint8), None, None, None, None,
+                        detect_every=3, independent=[False], keep_images=True, reclassify=ReclassifyPolicy("every"),
+                        redetect_change=0.5)
+    detector = _ScriptedDetector([[a]])  # frame 4 is detected again: it finds both faces
+    image = np.zeros((240, 320, 3), np.uint8)
+
+    def frame(index, detections=None):
+        return stage._in_turn(Frame(0, index, index / 30, image, 0.0), detections, detector)
+
+    assert len(frame(0, dets(a, b)).detections.boxes) == 2
+    assert len(frame(1).detections.boxes) == 2 and detector.calls == 0  # carried
+    assert len(frame(3, dets(a)).detections.boxes) == 1  # the detection frame missed b
+    detector.script = [[a, b]]
+    assert len(frame(4).detections.boxes) == 2 and detector.calls == 1  # so frame 4 is detected, not carried
+    assert len(frame(5).detections.boxes) == 2 and detector.calls == 1  # and frame 5 carried again

@@ -3,7 +3,8 @@
 In turn (one frame at a time, in capture order) each frame's faces get their track ids, and the
 re-classification policy picks the faces the classifier has to see; only their crops go on to inference.
 Between two detections (``detect_every`` > 1) the tracks' boxes are carried forward at their velocity; a
-carried box whose crop no longer looks like the face detected there makes the frame a detection frame.
+carried box whose crop no longer looks like the face detected there makes the frame a detection frame, and so
+does a track the last detection missed while its face may still be in the frame.
 """
 
 from __future__ import annotations
@@ -109,7 +110,8 @@ class DetectStage:
         faces = self._sources.setdefault(frame.source, SourceFaces(self.reclassify))
         tracker, signatures, ended = faces.tracker, None, []
         track_ids = None
-        if detections is None and tracker.detected:
+        height, width = frame.image.shape[:2]
+        if detections is None and tracker.detected and not tracker.uncertain(frame.time, width, height):
             carried, carried_ids = tracker.carried(frame.time)
             crops = self.crop(frame.image, carried)
             signatures = crop_signatures(crops)
