@@ -75,11 +75,21 @@ def test_a_forgotten_track_starts_afresh():
 
 def test_a_missed_track_is_uncertain_while_its_face_may_still_be_in_the_frame():
     tracker = Tracker()
-    tracker.update(dets([10, 10, 40, 40], [200, 10, 40, 40]), 0.0)
-    assert not tracker.uncertain(0.1, 320, 240)
-    tracker.update(dets([10, 10, 40, 40]), 0.1)  # the face at x=200 missed
-    assert tracker.uncertain(0.15, 320, 240)
-    assert not tracker.uncertain(0.15, 200, 240)  # a frame that ends before its centre: the face has left
+    a, b = [10, 10, 40, 40], [200, 10, 40, 40]
+    tracker.update(dets(a, b), 0.0)
+    tracker.update(dets(a), 0.1)
+    assert not tracker.uncertain(0.15, 320, 240)  # b was seen once: maybe a false detection
+    tracker = Tracker()
+    tracker.update(dets(a, b), 0.0)
+    tracker.update(dets(a, b), 0.1)
+    assert not tracker.uncertain(0.15, 320, 240)
+    tracker.update(dets(a), 0.2)  # the face at x=200 missed
+    assert tracker.uncertain(0.25, 320, 240)
+    assert not tracker.uncertain(0.25, 200, 240)  # a frame that ends before its centre: the face has left
+    tracker.update(dets(a), 0.3)
+    assert tracker.uncertain(0.35, 320, 240)
+    tracker.update(dets(a), 0.4)  # missed three times in a row: left to the periodic detection
+    assert not tracker.uncertain(0.45, 320, 240)
 
 
 class _ScriptedDetector:
@@ -110,7 +120,8 @@ def test_detection_between_detections_detects_again_after_a_miss_instead_of_carr
 
     assert len(frame(0, dets(a, b)).detections.boxes) == 2
     assert len(frame(1).detections.boxes) == 2 and detector.calls == 0  # carried
-    assert len(frame(3, dets(a)).detections.boxes) == 1  # the detection frame missed b
+    assert len(frame(3, dets(a, b)).detections.boxes) == 2
+    assert len(frame(6, dets(a)).detections.boxes) == 1  # the detection frame missed b
     detector.script = [[a, b]]
-    assert len(frame(4).detections.boxes) == 2 and detector.calls == 1  # so frame 4 is detected, not carried
-    assert len(frame(5).detections.boxes) == 2 and detector.calls == 1  # and frame 5 carried again
+    assert len(frame(7).detections.boxes) == 2 and detector.calls == 1  # so frame 7 is detected, not carried
+    assert len(frame(8).detections.boxes) == 2 and detector.calls == 1  # and frame 8 carried again
