@@ -80,7 +80,9 @@ def test_pipeline_and_peers_sections(tmp_path, capsys):
     policies = result["pipeline"]["policies"]["moving_five_faces_640x480"]
     assert [r["name"] for r in policies] == ["every frame: detect + classify (fer-run's default)",
                                              "--reclassify changed", "--detect-every 3 --reclassify changed"]
-    assert policies[0]["classified"] == policies[0]["detected"] == 1.0 and policies[-1]["detected"] < 0.5
+    # --detect-every 3 detects a third of the frames, plus the frames after a face was missed (drawn faces, which
+    # YuNet misses more often than photos: ~0.6 here)
+    assert policies[0]["classified"] == policies[0]["detected"] == 1.0 and policies[-1]["detected"] < 0.75
     peer = result["peers"][0]
     assert peer["status"] == "❌" and peer["reason"]  # `fer` is not a dependency, and there is no --data here
     assert "vs seed loop" in capsys.readouterr().out

@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "the face's views, teaching one answer however the face is framed (default: view)")
     p.add_argument("--consistency", type=non_negative_float, default=0.0, metavar="W",
                    help="add W times the divergence between the predictions for each view and for a copy moved by a "
-                        "pixel or two, as a detector's box moves between frames: steadier labels in videos "
+                        "pixel or two, as a detector's box moves between frames: fewer labels that flip under such a shift "
                         "(train/consistency.py; costs a second forward pass; default: 0, off)")
     p.add_argument("--max-minutes", type=positive_float, metavar="M",
                    help="stop cleanly at the end of the last epoch that fits in M minutes (judged by the epochs so far), "
