@@ -108,29 +108,16 @@ def sweep(data: str | None, seeds: list[int], smooths: list[float], margins: lis
     return rows
 
 
-def _numbers(kind, low: float, high: float):
-    """An argparse type: comma-separated ``kind`` values in [low, high)."""
-    def parse(text: str) -> list:
-        try:
-            values = [kind(v) for v in text.split(",")]
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"'{text}' is not a comma-separated list of numbers") from None
-        if not all(low <= v < high for v in values):
-            raise argparse.ArgumentTypeError(f"'{text}': each value must be at least {low:g} and below {high:g}")
-        return values
-    return parse
-
-
 def build_parser() -> argparse.ArgumentParser:
-    from fer_engine.cli import positive_int
+    from fer_engine.cli import comma_separated, non_negative_int, positive_int, unit_interval
 
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", help="FER2013 csv(.gz): paste PublicTest faces (default: drawn faces)")
-    parser.add_argument("--seeds", type=_numbers(int, 0, 2**32), default=[0, 1],
+    parser.add_argument("--seeds", type=comma_separated(non_negative_int), default=[0, 1],
                         help="video seeds, comma-separated (default: 0,1)")
-    parser.add_argument("--smooth", type=_numbers(float, 0.0, 1.0), default=[0.0, 0.5, 0.7],
+    parser.add_argument("--smooth", type=comma_separated(unit_interval), default=[0.0, 0.5, 0.7],
                         help="smoothing weights to try, each in [0, 1) (default: 0,0.5,0.7)")
-    parser.add_argument("--margin", type=_numbers(float, 0.0, 1.0), default=[0.0, 0.05, 0.1, 0.2],
+    parser.add_argument("--margin", type=comma_separated(unit_interval), default=[0.0, 0.05, 0.1, 0.2],
                         help="hysteresis margins to try, in probability (default: 0,0.05,0.1,0.2)")
     parser.add_argument("--model", help="classifier, as fer-run --model takes it: a name or an ONNX file "
                         "(default: the shipped default)")

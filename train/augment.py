@@ -106,9 +106,9 @@ JITTER = AugmentConfig(flip=0.0, rotate_deg=3.0, scale=(0.96, 1.04), shift=2 / 4
                        erase_prob=0.0)
 
 
-def jitter(images: torch.Tensor, gen: torch.Generator, cfg: AugmentConfig = JITTER) -> torch.Tensor:
+def jitter(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """``images`` moved by a small random warp each (``JITTER``): the view a consistency term compares."""
-    return apply_warps(images, sample_warps(images.shape[0], cfg, gen, images.device))
+    return apply_warps(images, sample_warps(images.shape[0], JITTER, gen, images.device))
 
 
 def augment(images: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
