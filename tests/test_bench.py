@@ -338,3 +338,16 @@ def test_untrained_models_are_calibrated_on_drawn_faces_without_data(tmp_path):
                       "--duration", "0.05", "--json", str(out)]) == 0
     row = json.loads(out.read_text())["models"][0]
     assert row["status"] == "✅" and row["faces_per_s"] > 0
+
+
+def test_framing_noise_row_differs_from_the_default_in_the_detector_scale_alone():
+    import dataclasses
+
+    from fer_engine.benchmarks import pipeline
+
+    default = pipeline.policy_config(None, 1, {})
+    noise = pipeline.policy_config(None, 1, pipeline.FRAMING_NOISE[1])
+    assert noise.recognizer.detector.scale == 0.52 != default.recognizer.detector.scale
+    assert dataclasses.replace(noise, recognizer=default.recognizer) == default
+    assert pipeline.policy_config(None, 1, {"detect_every": 2}).detect_every == 2
+    assert pipeline.FRAMING_NOISE[1] == {"detect_scale": 0.52}  # the policy's own dict is not consumed
