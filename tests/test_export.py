@@ -85,8 +85,13 @@ def test_int8_weights_use_seven_bits(tmp_path, calibration_csv):
         assert all(np.abs(w.astype(np.int16)).max() <= 64 for w in weights), [(w.min(), w.max()) for w in weights]
 
 
-def test_exported_cnn_matches_pytorch_on_a_checkpoint(tmp_path):
+@pytest.mark.parametrize("antialias", [False, True])
+def test_exported_cnn_matches_pytorch_on_a_checkpoint(tmp_path, antialias):
     built = create_model("cnn", from_config="tiny")
+    if antialias:  # the blur's fixed kernels export as plain depthwise convolutions
+        change = tmp_path / "aa.json"
+        change.write_text(json.dumps({"antialias": True}))
+        built = create_model("cnn", pretrained=str(save_checkpoint(tmp_path / "plain", built)), from_config=str(change))
     folder = save_checkpoint(tmp_path / "ckpt", built)
     assert cli_export.main(["--model", "cnn", "--checkpoint", str(folder), "--out", str(tmp_path / "o")]) == 0
     x = np.random.default_rng(0).normal(size=(5, 1, 48, 48)).astype(np.float32)

@@ -134,3 +134,38 @@ def test_cnn_residual_blocks_start_as_identity_unless_the_config_says_otherwise(
     config["arch"].pop("zero_init_residual")
     (saved / "config.json").write_text(json.dumps(config))
     assert load_checkpoint(saved).arch.get("zero_init_residual", True) is True
+
+
+def test_antialiased_cnn_blurs_before_striding_and_keeps_the_weights_names():
+    from fer_engine.train.cnn import BlurredConv2d, CNNConfig, FerCNN
+
+    plain, blurred = FerCNN(CNNConfig()), FerCNN(CNNConfig(antialias=True))
+    assert list(plain.state_dict()) == list(blurred.state_dict())  # the blur is a fixed, unsaved buffer
+    strided = [m for m in blurred.modules() if isinstance(m, torch.nn.Conv2d) and m.stride == (2, 2)]
+    assert strided and all(isinstance(m, BlurredConv2d) for m in strided)
+    assert not any(isinstance(m, BlurredConv2d) for m in plain.modules())
+    # A one-pixel checkerboard is what a stride-2 sampler aliases: the blur removes it before sampling.
+    conv = BlurredConv2d(1, 1, 1, stride=2, bias=False)
+    torch.nn.init.ones_(conv.weight)
+    board = (torch.arange(8)[:, None] + torch.arange(8)[None, :]) % 2
+    out = conv(board.float().view(1, 1, 8, 8))
+    assert torch.allclose(out[..., 1:, 1:], torch.full_like(out[..., 1:, 1:], 0.5))  # inside: the mean, not 0 or 1
+    spec = get_family("cnn").spec()
+    assert count_macs(blurred, spec) < 1.02 * count_macs(plain, spec)
+
+
+def test_pretrained_cnn_takes_shape_keeping_changes_from_a_config_file(tmp_path):
+    saved = save_checkpoint(tmp_path / "ckpt", create_model("cnn", from_config="tiny"))
+    change = tmp_path / "aa.json"
+    change.write_text(json.dumps({"antialias": True}))
+    built = create_model("cnn", pretrained=str(saved), from_config=str(change))
+    original = load_checkpoint(saved)
+    assert built.arch["antialias"] is True and original.arch.get("antialias", False) is False
+    for key, value in original.module.state_dict().items():
+        assert torch.equal(built.module.state_dict()[key], value)
+    wider = tmp_path / "wide.json"
+    wider.write_text(json.dumps({"widths": [16, 16, 16, 32]}))
+    with pytest.raises(FerError, match="changes the shape"):
+        create_model("cnn", pretrained=str(saved), from_config=str(wider))
+    with pytest.raises(FerError, match="untrained"):
+        create_model("cnn", pretrained=str(saved), from_config="tiny")

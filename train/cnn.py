@@ -23,6 +23,11 @@ class CNNConfig:
     # Each residual block starts as the identity (its last BatchNorm's scale at zero). AdamW copes; SGD at the
     # published recipes' 0.01 barely moves those scales and stalls at the majority class (train/RESULTS.md, run 10).
     zero_init_residual: bool = True
+    # Blur (a fixed 3x3 binomial filter) before every stride-2 convolution, as in Zhang 2019, "Making
+    # convolutional networks shift-invariant again": a strided convolution aliases, so a face moved by one
+    # pixel gives other features and, too often, another label (benchmarks/RESULTS.md, framing stability).
+    # Adds no parameters and ~1 % of the MACs; the weights keep their names and shapes.
+    antialias: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -34,16 +39,33 @@ class CNNConfig:
         return cls(**{k: frozen(v) for k, v in values.items() if k in cls.__dataclass_fields__})
 
 
-def _conv_bn(cin: int, cout: int, stride: int = 1, kernel: int = 3) -> list[nn.Module]:
-    return [nn.Conv2d(cin, cout, kernel, stride, kernel // 2, bias=False), nn.BatchNorm2d(cout)]
+class BlurredConv2d(nn.Conv2d):
+    """A strided convolution that low-passes its input first (a depthwise 3x3 binomial filter, zero-padded), so
+    that it samples what it can represent. Its parameters are a plain Conv2d's: a checkpoint loads either way."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        taps = torch.tensor([1.0, 2.0, 1.0])
+        kernel = (taps[:, None] * taps[None, :] / 16).expand(self.in_channels, 1, 3, 3).contiguous()
+        self.register_buffer("blur", kernel, persistent=False)  # its shape is fixed, as ONNX export needs
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = nn.functional.conv2d(x, self.blur.to(x.dtype), padding=1, groups=self.in_channels)
+        return super().forward(x)
+
+
+def _conv_bn(cin: int, cout: int, stride: int = 1, kernel: int = 3, antialias: bool = False) -> list[nn.Module]:
+    conv = BlurredConv2d if antialias and stride > 1 else nn.Conv2d
+    return [conv(cin, cout, kernel, stride, kernel // 2, bias=False), nn.BatchNorm2d(cout)]
 
 
 class BasicBlock(nn.Module):
-    def __init__(self, cin: int, cout: int, stride: int):
+    def __init__(self, cin: int, cout: int, stride: int, antialias: bool = False):
         super().__init__()
-        self.body = nn.Sequential(*_conv_bn(cin, cout, stride), nn.ReLU(inplace=True), *_conv_bn(cout, cout))
+        self.body = nn.Sequential(*_conv_bn(cin, cout, stride, antialias=antialias), nn.ReLU(inplace=True),
+                                  *_conv_bn(cout, cout))
         self.shortcut = (nn.Identity() if stride == 1 and cin == cout
-                         else nn.Sequential(*_conv_bn(cin, cout, stride, kernel=1)))
+                         else nn.Sequential(*_conv_bn(cin, cout, stride, kernel=1, antialias=antialias)))
         self.act = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -57,11 +79,12 @@ class FerCNN(nn.Module):
         layers: list[nn.Module] = []
         cin = config.in_channels
         for channels, stride in config.stem:
-            layers += [*_conv_bn(cin, channels, stride), nn.ReLU(inplace=True)]
+            layers += [*_conv_bn(cin, channels, stride, antialias=config.antialias), nn.ReLU(inplace=True)]
             cin = channels
         for stage, (width, count) in enumerate(zip(config.widths, config.blocks)):
             for i in range(count):
-                layers.append(BasicBlock(cin, width, stride=2 if stage > 0 and i == 0 else 1))
+                layers.append(BasicBlock(cin, width, stride=2 if stage > 0 and i == 0 else 1,
+                                         antialias=config.antialias))
                 cin = width
         self.features = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(1)

@@ -174,7 +174,9 @@ class CNNFamily(ModelFamily):
             from .checkpoint import load_checkpoint  # fine-tune one of our own checkpoints
 
             ckpt = load_checkpoint(pretrained, expect_model=self.name)
-            return BuiltModel(ckpt.module, ckpt.spec, ckpt.arch)
+            if from_config is None:
+                return BuiltModel(ckpt.module, ckpt.spec, ckpt.arch)
+            return self._changed(ckpt, from_config)
         if from_config in (None, "full"):
             config = CNNConfig()
         elif from_config == "tiny":
@@ -182,6 +184,21 @@ class CNNFamily(ModelFamily):
         else:
             config = CNNConfig.from_dict(CNNConfig().to_dict() | _read_overrides(from_config))
         return BuiltModel(FerCNN(config), self.spec(), config.to_dict())
+
+    def _changed(self, ckpt, from_config: str) -> BuiltModel:
+        """The checkpoint's weights in its architecture with a JSON file's values changed: fields that keep the
+        weights' shapes (antialias, dropout), e.g. to fine-tune a trained model into its anti-aliased form."""
+        if from_config in ("full", "tiny"):
+            raise FieldError("from_config", f"'{from_config}' builds an untrained model; with --pretrained pass a "
+                                            "JSON file of the architecture values to change (e.g. {\"antialias\": true})")
+        config = CNNConfig.from_dict(dict(ckpt.arch) | _read_overrides(from_config))
+        module = FerCNN(config)
+        try:
+            module.load_state_dict(ckpt.module.state_dict())
+        except RuntimeError as exc:
+            raise FerError(f"{from_config} changes the shape of {ckpt.folder}'s weights, so they cannot start it: with "
+                           "--pretrained change only fields such as antialias or dropout") from exc
+        return BuiltModel(module, ckpt.spec, config.to_dict())
 
     def save_weights(self, built, folder, config) -> None:
         from safetensors.torch import save_file
