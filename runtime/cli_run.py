@@ -222,10 +222,14 @@ class StopSignals(StopSignalScope):
     def __init__(self, pipeline: Pipeline | None = None):
         super().__init__()
         self.pipeline = pipeline
+        self.run_ended = False
 
     def _handle(self, number: int, frame) -> None:
-        self.received.append(number)
         name = signal.Signals(number).name
+        if self.run_ended:  # every output is closed; only the summary is left to write
+            log.warning("%s: the run has ended; writing its summary", name)
+            return
+        self.received.append(number)
         if self.pipeline is None:
             if len(self.received) == 1:  # a second one, while the first unwinds, adds nothing
                 raise StoppedBeforeStart(name)
@@ -329,11 +333,15 @@ def run(args) -> int:
             progress.close()
             if window:
                 window.close()
-    summary.stopped_by = stops.first
-    print(summary.format(), file=sys.stderr)
-    if args.stats:
-        write_stats(args.stats, summary)
-    return stops.exit_code
+        # Still inside the scope: a signal that lands while the summary is written (a second Ctrl-C, a
+        # service manager's SIGTERM right after the first) must not take the default action, which would
+        # kill the process before --stats is written and make the exit code depend on timing.
+        stops.run_ended = True
+        summary.stopped_by = stops.first
+        print(summary.format(), file=sys.stderr)
+        if args.stats:
+            write_stats(args.stats, summary)
+        return stops.exit_code
 
 
 def pipeline_config(args, display: bool) -> PipelineConfig:

@@ -160,6 +160,32 @@ def test_a_stop_while_the_model_loads_ends_at_once(monkeypatch, tmp_path, long_v
     assert not (tmp_path / "out.jsonl").exists() and signal.getsignal(signal.SIGTERM) is handler
 
 
+def test_a_signal_while_the_summary_is_written_does_not_kill_the_run(monkeypatch, tmp_path, caplog):
+    """A signal after every source ended (a service manager's SIGTERM as the video ends) neither kills the
+    process before --stats is written nor turns a run that ended by itself into a stopped one."""
+    import os
+
+    import fer_engine.runtime.cli_run as cli_run
+
+    write_stats = cli_run.write_stats
+
+    def signalled_first(path, summary):
+        os.kill(os.getpid(), signal.SIGTERM)
+        write_stats(path, summary)
+
+    monkeypatch.setattr(cli_run, "write_stats", signalled_first)
+    handler = signal.getsignal(signal.SIGTERM)
+    video = tmp_path / "short.mp4"
+    make_face_video(video, drawn_faces(2), np.arange(2), frames=20, faces_per_frame=1)
+    args = ["--video", str(video), "--detector", "haar", "--no-display",
+            "--json", str(tmp_path / "out.jsonl"), "--stats", str(tmp_path / "stats.json")]
+    assert cli_run.main(args) == 0
+    stats = json.loads((tmp_path / "stats.json").read_text())
+    assert stats["frames"] == len(read_jsonl(tmp_path / "out.jsonl")) == 20 and "stopped_by" not in stats
+    assert "SIGTERM: the run has ended; writing its summary" in caplog.text
+    assert signal.getsignal(signal.SIGTERM) is handler
+
+
 def test_a_second_ctrl_c_still_closes_the_outputs(long_video, tmp_path):
     run = FerRun(["--video", str(long_video), "--detector", "haar", "--stop-timeout", "60",
                   "--output", str(tmp_path / "out.mp4"), "--json", str(tmp_path / "out.jsonl"),

@@ -136,13 +136,13 @@ def main(argv: list[str] | None = None) -> int:
         trainer = Trainer(cfg, resume=args.resume)
         with StopTraining(trainer) as signals:
             result = trainer.run(max_minutes=args.max_minutes)
-        if args.compact_state:
-            from pathlib import Path
+            if args.compact_state:  # in the scope: a first signal now waits for the copy instead of killing it
+                from pathlib import Path
 
-            from .state import compact_state
+                from .state import compact_state
 
-            folder = compact_state(trainer.out / "last", Path(args.compact_state))
-            print(f"compact state: {folder}")
+                folder = compact_state(trainer.out / "last", Path(args.compact_state))
+                print(f"compact state: {folder}")
         if "stopped" in result:
             return 128 + signals.received[0] if signals.received else 0
         print(f"checkpoint: {trainer.out / 'best'}")
