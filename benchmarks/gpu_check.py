@@ -145,8 +145,8 @@ def train_throughput(data: str | None, batch: int, seconds: float, workers: int,
 
     steps, started = 0, None
     trainer.module.train()
-    for x, y, soft, _ in batches():
-        trainer._train_step(x, y, soft)
+    for batch_of_faces in batches():
+        trainer._train_step(batch_of_faces)
         steps += 1
         if steps == 10:  # warm-up: cuDNN autotuning, allocator
             torch.cuda.synchronize()

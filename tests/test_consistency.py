@@ -50,10 +50,10 @@ def test_a_stream_with_jittered_copies_keeps_the_views_of_one_without():
     plain = list(_stream(False).epoch(0))
     paired = list(_stream(True).epoch(0))
     assert len(plain) == len(paired) == 5
-    for (x, y, _, _, none), (x2, y2, _, _, moved) in zip(plain, paired):
-        assert none is None and moved is not None and moved.shape == x2.shape
-        assert torch.equal(x, x2) and torch.equal(y, y2)
-        assert 0 < float((moved - x2).abs().mean()) < 0.2
+    for a, b in zip(plain, paired):
+        assert a.jittered is None and b.jittered is not None and b.jittered.shape == b.x.shape
+        assert torch.equal(a.x, b.x) and torch.equal(a.labels, b.labels)
+        assert 0 < float((b.jittered - b.x).abs().mean()) < 0.2
 
 
 def test_a_run_with_the_term_trains_and_resumes_exactly(train_csv, tmp_path):

@@ -169,3 +169,47 @@ def test_teachers_benchmark_judges_every_combination_as_fer_eval_does(csv, teach
     assert rows[2]["mean_of_3_views"] == rows[0]["mean_of_3_views"]
     assert 0 <= rows[0]["mean_of_3_views"] <= 1
     assert teachers.main([str(tmp_path / "missing"), "--data", str(csv)]) == 2
+
+
+def test_online_teachers_give_the_teachers_own_probabilities_on_the_batch(teacher):
+    from fer_engine.spec import LABELS
+    from fer_engine.train.distill import DistillConfig, OnlineTeachers
+
+    ckpt = load_checkpoint(teacher)
+    online = OnlineTeachers(DistillConfig((str(teacher), str(teacher)), temperature=2.0, target="online"),
+                            ckpt.spec, "cpu", None)
+    gray = torch.rand(5, 1, 48, 48, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = torch.softmax(ckpt.module.eval()(to_pixel_values(gray, ckpt.spec)) / 2.0, 1)
+    torch.testing.assert_close(online(gray), expected, rtol=1e-4, atol=1e-5)  # two equal teachers: their own answer
+    assert tuple(ckpt.spec.labels) == tuple(LABELS)
+
+
+def test_an_online_distilled_run_with_mixup_resumes_exactly_and_needs_its_teachers(csv, teacher, tmp_path, capsys):
+    from safetensors.torch import load_file
+
+    extra = ("--epochs", "3", "--no-test", "--teacher", str(teacher), "--distill-target", "online", "--mixup", "0.4")
+    assert train(csv, tmp_path / "straight", *extra) == 0
+    assert not (tmp_path / "straight" / TARGETS_FILE).exists()  # nothing precomputed
+    cut = tmp_path / "cut"
+    assert train(csv, cut, *extra, "--max-minutes", "0.00001") == 0
+    assert cli_train.main(["--resume", str(cut), "--threads", "1"]) == 0
+    straight = load_file(str(tmp_path / "straight" / "last" / "model.safetensors"))
+    resumed = load_file(str(cut / "last" / "model.safetensors"))
+    for key in straight:
+        torch.testing.assert_close(resumed[key], straight[key], rtol=0, atol=0)
+    # the teachers change the run
+    assert train(csv, tmp_path / "alone", "--epochs", "3", "--no-test", "--mixup", "0.4") == 0
+    alone = load_file(str(tmp_path / "alone" / "last" / "model.safetensors"))
+    assert any(not torch.equal(alone[k], straight[k]) for k in straight if straight[k].is_floating_point())
+
+    gone = tmp_path / "gone-teacher"
+    shutil.copytree(teacher, gone)
+    cut2 = tmp_path / "cut2"
+    assert train(csv, cut2, "--epochs", "3", "--no-test", "--teacher", str(gone), "--distill-target", "online",
+                 "--max-minutes", "0.00001") == 0
+    shutil.rmtree(gone)
+    capsys.readouterr()
+    assert cli_train.main(["--resume", str(cut2), "--threads", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "gone-teacher" in err and "must be present" in err and "Traceback" not in err

@@ -65,13 +65,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="share of the distillation term in the loss (default: 0.5)")
     p.add_argument("--distill-temperature", type=positive_float, default=2.0, metavar="T",
                    help="softening temperature of teacher and student (default: 2)")
-    p.add_argument("--distill-target", choices=["view", "mean"], default="view",
+    p.add_argument("--distill-target", choices=["view", "mean", "online"], default="view",
                    help="view: the teachers' probabilities on the view the student sees; mean: their average over all "
-                        "the face's views, teaching one answer however the face is framed (default: view)")
+                        "the face's views, teaching one answer however the face is framed; online: the teachers run "
+                        "in every step on the student's own batch, fresh augmentation and mixup included (a teacher's "
+                        "forward pass per step; --teacher-views unused) (default: view)")
     p.add_argument("--consistency", type=non_negative_float, default=0.0, metavar="W",
                    help="add W times the divergence between the predictions for each view and for a copy moved by a "
                         "pixel or two, as a detector's box moves between frames: fewer labels that flip under such a shift "
                         "(train/consistency.py; costs a second forward pass; default: 0, off)")
+    p.add_argument("--mixup", type=non_negative_float, default=0.0, metavar="ALPHA",
+                   help="blend each view with another face of its batch, weight ~ Beta(ALPHA, ALPHA), and ask for the "
+                        "same blend of their labels (train/mixup.py; e.g. 0.2; default: 0, off)")
     p.add_argument("--max-minutes", type=positive_float, metavar="M",
                    help="stop cleanly at the end of the last epoch that fits in M minutes (judged by the epochs so far), "
                         "state saved for --resume; the schedule stays the one of --epochs")
@@ -132,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
             tune_bias=args.tune_bias, augment=args.augment, ema=args.ema,
             new_head=args.new_head, teachers=args.teacher, teacher_views=args.teacher_views,
             distill_weight=args.distill_weight, distill_temperature=args.distill_temperature,
-            distill_target=args.distill_target, consistency=args.consistency)
+            distill_target=args.distill_target, consistency=args.consistency, mixup=args.mixup)
         trainer = Trainer(cfg, resume=args.resume)
         with StopTraining(trainer) as signals:
             result = trainer.run(max_minutes=args.max_minutes)

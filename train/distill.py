@@ -10,6 +10,12 @@ same view (Hinton et al. 2015; one view for teacher and student, Beyer et al. 20
 every view of a face is asked for the teachers' average over all its views instead: the student is taught
 to give one answer however the face is framed, which is what keeps a label steady under a detector's
 jitter from frame to frame (a 1-pixel shift moves a seventh of our labels, benchmarks/stability.py).
+
+With ``target="online"`` the teachers run inside each step on the very batch the student sees, fresh
+augmentation, erasing and mixup blend included: Beyer et al.'s "consistent" teaching, where fixed views
+run out over a long schedule (a few views per face, seen tens of times each). It costs a teacher's forward
+pass per step (a third of a step for a teacher the student's size) and needs the teachers' folders present
+for as long as the run goes on.
 """
 
 from __future__ import annotations
@@ -38,10 +44,11 @@ class DistillConfig:
     views: int = 24  # fixed augmented views per Training face
     weight: float = 0.5  # share of the distillation term in the loss; the label's cross entropy has the rest
     temperature: float = 2.0
-    target: str = "view"  # "view": the teachers on the view the student sees; "mean": on all the face's views
+    target: str = "view"  # "view": the teachers on the view the student sees; "mean": on all the face's views;
+    # "online": on the student's own batch, computed in each step (OnlineTeachers)
 
 
-TARGETS = ("view", "mean")
+TARGETS = ("view", "mean", "online")
 
 
 @dataclass
@@ -133,6 +140,43 @@ def teacher_probs(teacher, spec: ModelSpec, faces: np.ndarray, warps: torch.Tens
             if bar is not None:
                 bar.update(len(gray))
     return out
+
+
+class OnlineTeachers:
+    """The teachers' softened probabilities, averaged, on a batch of training views (gray, 0..1), in the
+    student's label order: the target of ``target="online"``."""
+
+    def __init__(self, cfg: DistillConfig, spec: ModelSpec, device, amp):
+        from .checkpoint import load_checkpoint
+
+        self.temperature, self.device, self.amp = cfg.temperature, device, amp
+        self.teachers = []
+        for folder in map(Path, cfg.teachers):
+            if not (folder / "config.json").is_file():
+                raise FerError(f"teacher {folder} is not a checkpoint folder (no config.json): online distillation "
+                               f"runs its teachers in every step, so they must be present for the whole run")
+            teacher = load_checkpoint(folder)
+            missing = [name for name in spec.labels if name not in teacher.spec.labels]
+            if missing:
+                raise FerError(f"teacher {folder} does not classify {', '.join(missing)}: a teacher needs the "
+                               f"student's labels")
+            module = teacher.module.to(device).eval().to(memory_format=torch.channels_last)
+            for param in module.parameters():
+                param.requires_grad_(False)
+            self.teachers.append((module, teacher.spec, teacher.spec.label_index(spec.labels)))
+
+    @torch.no_grad()
+    def __call__(self, gray: torch.Tensor) -> torch.Tensor:
+        from contextlib import nullcontext
+
+        gray = gray.to(self.device)
+        autocast = torch.autocast(torch.device(self.device).type, dtype=self.amp) if self.amp else nullcontext()
+        total = 0
+        for module, spec, columns in self.teachers:
+            with autocast:
+                logits = module(to_pixel_values(gray, spec).contiguous(memory_format=torch.channels_last))
+            total = total + torch.softmax(logits.float() / self.temperature, 1)[:, columns]
+        return total / len(self.teachers)
 
 
 def prepare_targets(cfg: DistillConfig, spec: ModelSpec, faces: np.ndarray, augment_cfg: AugmentConfig, seed: int,

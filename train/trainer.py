@@ -34,9 +34,10 @@ from .augment import AugmentConfig, augment, augment_preset, erase, jitter
 from .consistency import jensen_shannon
 from .checkpoint import load_checkpoint, read_checkpoint_config, save_checkpoint
 from .data import FerSplit, load_fer2013
-from .distill import TARGETS, DistillConfig, TeacherTargets, distill_loss, prepare_targets
+from .distill import TARGETS, DistillConfig, OnlineTeachers, TeacherTargets, distill_loss, prepare_targets
 from .evaluate import predict_probs
 from .metrics import Report
+from .mixup import Mix, draw_mix, mixed_cross_entropy
 from .averaging import EMA
 from .models import BuiltModel, count_macs, count_parameters, cpu_state_dict, create_model, get_family
 from .plots import plot_training_curve
@@ -79,6 +80,7 @@ class TrainConfig:
     distill_temperature: float = 2.0
     distill_target: str = "view"  # or "mean" (train/distill.py)
     consistency: float = 0.0  # weight of the jitter-consistency term (train/consistency.py); 0 = none
+    mixup: float = 0.0  # alpha of the Beta(alpha, alpha) blend weight (train/mixup.py); 0 = no mixup
 
     def fill_defaults(self) -> "TrainConfig":
         defaults = get_family(self.model).defaults
@@ -100,11 +102,13 @@ class TrainConfig:
             if not 0 < self.distill_weight <= 1:
                 raise FieldError("distill_weight", f"must be in (0, 1] (got {self.distill_weight})")
             if self.distill_target not in TARGETS:
-                raise FieldError("distill_target", f"'{self.distill_target}' is unknown: choose {' or '.join(TARGETS)}")
+                raise FieldError("distill_target", f"'{self.distill_target}' is unknown: choose one of {', '.join(TARGETS)}")
             if self.distill_temperature <= 0:
                 raise FieldError("distill_temperature", f"must be positive (got {self.distill_temperature})")
         if self.consistency < 0:
             raise FieldError("consistency", f"cannot be negative (got {self.consistency})")
+        if self.mixup < 0:
+            raise FieldError("mixup", f"cannot be negative (got {self.mixup}); 0 turns mixup off, 0.2-0.4 is usual")
         if not 0 <= self.average_last <= self.epochs:
             raise FieldError("average_last", f"must be between 0 and the number of epochs ({self.epochs})")
         return self
@@ -148,17 +152,26 @@ def machine_info(device: torch.device) -> dict:
     return info
 
 
+@dataclass
+class Batch:
+    x: torch.Tensor  # float [B, 1, H, W] in 0..1: the views (blended where mix is set)
+    labels: torch.Tensor
+    soft: torch.Tensor | None  # precomputed teacher targets of the views (blended alike), or None
+    step: int
+    jittered: torch.Tensor | None  # jittered copies of the views for the consistency term, or None
+    mix: Mix | None  # the mixup blend of this batch, or None
+
+
 class BatchStream:
     """Augmented training batches for one epoch. The permutation depends on (seed, epoch) and each
-    batch's augmentation on (seed, epoch, step), so a run resumed mid-epoch continues identically. Each batch
-    is (views, labels, teacher targets or None, step, jittered copies of the views or None)."""
+    batch's augmentation on (seed, epoch, step), so a run resumed mid-epoch continues identically."""
 
     def __init__(self, split: FerSplit, batch_size: int, seed: int, augment_cfg: AugmentConfig, workers: int,
-                 targets: TeacherTargets | None = None, jittered: bool = False):
+                 targets: TeacherTargets | None = None, jittered: bool = False, mixup: float = 0.0):
         self.images = torch.from_numpy(split.images)
         self.labels = torch.from_numpy(split.labels)
         self.batch_size, self.seed, self.augment_cfg, self.workers = batch_size, seed, augment_cfg, workers
-        self.targets, self.jittered = targets, jittered
+        self.targets, self.jittered, self.mixup = targets, jittered, mixup
 
     def steps_per_epoch(self) -> int:
         return max(len(self.labels) // self.batch_size, 1)
@@ -172,8 +185,12 @@ class BatchStream:
         else:
             x, soft = self.targets.batch(faces, idx, gen)
             x = erase(x, self.augment_cfg, gen)
-        # Drawn after the view's own numbers, so a run without the term keeps its exact batches.
-        return x, self.labels[idx], soft, step, jitter(x, gen) if self.jittered else None
+        # Drawn after the view's own numbers, so a run without mixup or the term keeps its exact batches.
+        mix = draw_mix(len(idx), self.mixup, gen) if self.mixup > 0 else None
+        if mix is not None:
+            x = mix.images(x)
+            soft = mix.targets(soft) if soft is not None else None
+        return Batch(x, self.labels[idx], soft, step, jitter(x, gen) if self.jittered else None, mix)
 
     def epoch(self, epoch: int, start_step: int = 0):
         perm = torch.randperm(len(self.labels), generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch))
@@ -301,9 +318,11 @@ class Trainer:
 
         self.module = self.built.module.to(self.device).to(memory_format=torch.channels_last)
         self.teachers_report: dict | None = None
-        targets = self._teacher_targets() if cfg.teachers else None
+        online = bool(cfg.teachers) and cfg.distill_target == "online"
+        targets = self._teacher_targets() if cfg.teachers and not online else None
+        self.online_teachers = self._online_teachers() if online else None
         self.stream = BatchStream(self.train_split, cfg.batch_size, cfg.seed, augment_preset(cfg.augment), cfg.workers,
-                                  targets, jittered=cfg.consistency > 0)
+                                  targets, jittered=cfg.consistency > 0, mixup=cfg.mixup)
         steps = self.stream.steps_per_epoch()
         self.optimizer = _make_optimizer(cfg, self.module)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -351,6 +370,15 @@ class Trainer:
         if all((Path(t) / "config.json").is_file() for t in cfg.teachers):
             self.teachers_report = self._judge_teachers()
         return targets
+
+    def _online_teachers(self) -> OnlineTeachers:
+        cfg = self.cfg
+        distill = DistillConfig(tuple(cfg.teachers), cfg.teacher_views, cfg.distill_weight, cfg.distill_temperature,
+                                cfg.distill_target)
+        teachers = OnlineTeachers(distill, self.built.spec, self.device, self.amp)
+        self.teachers_report = self._judge_teachers()
+        self.log(f"teachers run online on each training batch ({len(cfg.teachers)} teacher(s), T={cfg.distill_temperature:g})")
+        return teachers
 
     def _judge_teachers(self) -> dict:
         """The teachers' PublicTest accuracy, alone and together: what the student can hope to inherit."""
@@ -404,7 +432,10 @@ class Trainer:
             ema=self.ema.state_for_saving() if self.ema else None, rng=torch.get_rng_state())
         save_checkpoint(self.out / "last", self.built, self._metrics(), lambda folder: write_state(folder, state))
 
-    def _train_step(self, x, y, soft=None, jittered=None) -> tuple[float, int]:
+    def _train_step(self, batch: Batch) -> tuple[float, int]:
+        x, y, soft, jittered, mix = batch.x, batch.labels, batch.soft, batch.jittered, batch.mix
+        if self.online_teachers is not None:
+            soft = self.online_teachers(x)
         if jittered is not None:  # one forward pass for both views: BatchNorm sees them as one batch
             x = torch.cat([x, jittered])
         x = to_pixel_values(x.to(self.device, non_blocking=True), self.built.spec).contiguous(
@@ -415,7 +446,7 @@ class Trainer:
             logits = self.module(x)
             if jittered is not None:
                 logits, logits_jittered = logits.chunk(2)
-            loss = F.cross_entropy(logits.float(), y, label_smoothing=self.cfg.label_smoothing)
+            loss = mixed_cross_entropy(logits, y, mix, self.cfg.label_smoothing)
             if soft is not None:
                 weight = self.cfg.distill_weight
                 loss = (1 - weight) * loss + weight * distill_loss(logits, soft.to(self.device), self.cfg.distill_temperature)
@@ -428,7 +459,8 @@ class Trainer:
         self.scheduler.step()
         if self.ema is not None:
             self.ema.update(self.module)
-        return loss.item(), int((logits.argmax(1) == y).sum())
+        counted = mix.majority_labels(y) if mix is not None else y
+        return loss.item(), int((logits.argmax(1) == counted).sum())
 
     def run(self, max_minutes: float | None = None) -> dict:
         """Train to the end of the schedule and finish (averaging, bias, PrivateTest), or stop early when
@@ -449,11 +481,12 @@ class Trainer:
             started = time.perf_counter()
             bar = _progress(steps, f"epoch {epoch + 1}/{cfg.epochs}")
             bar.update(first)
-            for x, y, soft, step, jittered in self.stream.epoch(epoch, first):
-                loss, hits = self._train_step(x, y, soft, jittered)
-                loss_sum += loss * len(y)
+            for batch in self.stream.epoch(epoch, first):
+                step = batch.step
+                loss, hits = self._train_step(batch)
+                loss_sum += loss * len(batch.labels)
                 correct += hits
-                seen += len(y)
+                seen += len(batch.labels)
                 rate = seen / max(time.perf_counter() - started, 1e-9)
                 bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen * 100:.1f}%", img_s=f"{rate:.0f}", refresh=False)
                 bar.update(1)
