@@ -56,6 +56,23 @@ def _weights(folder):
     return weights, {k: v for k, v in state.items() if k.startswith(("ema.", "optim."))}
 
 
+def assert_option_resumes_exactly_and_matters(csv, tmp_path, *option):
+    """A run with ``option`` cut after epoch 1 and resumed ends on the weights of a straight one, and a run
+    without it ends elsewhere."""
+    extra = (*option, "--no-test")
+    assert train(csv, tmp_path / "straight", *extra) == 0
+    cut = tmp_path / "cut"
+    assert train(csv, cut, *extra, "--max-minutes", "0.00001") == 0  # stops after epoch 1
+    assert cli_train.main(["--resume", str(cut), "--threads", "1"]) == 0
+    straight, _ = _weights(tmp_path / "straight" / "last")
+    resumed, _ = _weights(cut / "last")
+    for key in straight:
+        torch.testing.assert_close(resumed[key], straight[key], rtol=0, atol=0)
+    assert train(csv, tmp_path / "without", "--no-test") == 0
+    without, _ = _weights(tmp_path / "without" / "last")
+    assert any(not torch.equal(without[k], straight[k]) for k in straight if straight[k].is_floating_point())
+
+
 def _signal_at_step(monkeypatch, step_number, signum):
     import os
 

@@ -6,13 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from fer_engine.train import cli_train
 from fer_engine.train.augment import AUGMENT_PRESETS, jitter
 from fer_engine.train.consistency import jensen_shannon
 from fer_engine.train.data import FerSplit
 from fer_engine.train.trainer import BatchStream
 
-from test_cli import _weights, train, train_csv  # noqa: F401  (fixture)
+from test_cli import assert_option_resumes_exactly_and_matters, train_csv  # noqa: F401  (fixture)
 
 
 def test_jensen_shannon_is_zero_for_equal_predictions_and_symmetric():
@@ -57,16 +56,4 @@ def test_a_stream_with_jittered_copies_keeps_the_views_of_one_without():
 
 
 def test_a_run_with_the_term_trains_and_resumes_exactly(train_csv, tmp_path):
-    extra = ("--consistency", "1", "--no-test")
-    assert train(train_csv, tmp_path / "straight", *extra) == 0
-    cut = tmp_path / "cut"
-    assert train(train_csv, cut, *extra, "--max-minutes", "0.00001") == 0  # stops after epoch 1
-    assert cli_train.main(["--resume", str(cut), "--threads", "1"]) == 0
-    straight, _ = _weights(tmp_path / "straight" / "last")
-    resumed, _ = _weights(cut / "last")
-    for key in straight:
-        torch.testing.assert_close(resumed[key], straight[key], rtol=0, atol=0)
-    # and the term changes the run: the same seed without it ends elsewhere
-    assert train(train_csv, tmp_path / "without", "--no-test") == 0
-    without, _ = _weights(tmp_path / "without" / "last")
-    assert any(not torch.equal(without[k], straight[k]) for k in straight if straight[k].is_floating_point())
+    assert_option_resumes_exactly_and_matters(train_csv, tmp_path, "--consistency", "1")

@@ -5,13 +5,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fer_engine.train import cli_train
 from fer_engine.train.augment import AUGMENT_PRESETS
 from fer_engine.train.data import FerSplit
 from fer_engine.train.mixup import Mix, draw_mix, mixed_cross_entropy
 from fer_engine.train.trainer import BatchStream
 
-from test_cli import _weights, train, train_csv  # noqa: F401  (fixture)
+from test_cli import assert_option_resumes_exactly_and_matters, train, train_csv  # noqa: F401  (fixture)
 
 
 def test_a_blend_is_drawn_from_the_generator_alone():
@@ -61,18 +60,7 @@ def test_a_stream_with_mixup_blends_the_views_a_plain_stream_shows():
 
 
 def test_a_run_with_mixup_trains_and_resumes_exactly(train_csv, tmp_path):
-    extra = ("--mixup", "0.4", "--no-test")
-    assert train(train_csv, tmp_path / "straight", *extra) == 0
-    cut = tmp_path / "cut"
-    assert train(train_csv, cut, *extra, "--max-minutes", "0.00001") == 0  # stops after epoch 1
-    assert cli_train.main(["--resume", str(cut), "--threads", "1"]) == 0
-    straight, _ = _weights(tmp_path / "straight" / "last")
-    resumed, _ = _weights(cut / "last")
-    for key in straight:
-        torch.testing.assert_close(resumed[key], straight[key], rtol=0, atol=0)
-    assert train(train_csv, tmp_path / "without", "--no-test") == 0
-    without, _ = _weights(tmp_path / "without" / "last")
-    assert any(not torch.equal(without[k], straight[k]) for k in straight if straight[k].is_floating_point())
+    assert_option_resumes_exactly_and_matters(train_csv, tmp_path, "--mixup", "0.4")
 
 
 def test_a_negative_alpha_is_refused_clearly(train_csv, tmp_path, capsys):
