@@ -116,27 +116,42 @@ def _read_cached(candidates, key_without_teachers: dict, fingerprints: list[str]
     return None
 
 
+def _student_columns(teacher, spec: ModelSpec) -> list[int]:
+    """The teacher's output columns in the student's label order; a teacher lacking one of them is refused."""
+    missing = [name for name in spec.labels if name not in teacher.spec.labels]
+    if missing:
+        raise FerError(f"teacher {teacher.folder} does not classify {', '.join(missing)}: a teacher needs the student's labels")
+    return teacher.spec.label_index(spec.labels)
+
+
+def _softened(module, spec: ModelSpec, columns: list[int], gray: torch.Tensor, temperature: float, autocast) -> torch.Tensor:
+    """One teacher's probabilities at ``temperature`` on gray views (0..1), in the student's label order."""
+    with autocast:
+        logits = module(to_pixel_values(gray, spec).contiguous(memory_format=torch.channels_last))
+    return torch.softmax(logits.float() / temperature, 1)[:, columns]
+
+
+def _autocast(device, amp):
+    from contextlib import nullcontext
+
+    return torch.autocast(torch.device(device).type, dtype=amp) if amp else nullcontext()
+
+
 @torch.no_grad()
 def teacher_probs(teacher, spec: ModelSpec, faces: np.ndarray, warps: torch.Tensor, temperature: float, device,
                   amp, batch_size: int, bar=None) -> torch.Tensor:
     """A teacher's (a loaded checkpoint) softened probabilities [views, N, classes] on each view of ``faces``, in
     ``spec``'s label order; ``bar`` (a progress bar) is advanced by the faces done."""
-    from contextlib import nullcontext
-
-    missing = [name for name in spec.labels if name not in teacher.spec.labels]
-    if missing:
-        raise FerError(f"teacher {teacher.folder} does not classify {', '.join(missing)}: a teacher needs the student's labels")
-    columns = teacher.spec.label_index(spec.labels)
+    columns = _student_columns(teacher, spec)
     module = teacher.module.to(device).eval()
     out = torch.empty(warps.shape[0], len(faces), len(spec.labels))
-    autocast = torch.autocast(torch.device(device).type, dtype=amp) if amp else nullcontext()
+    autocast = _autocast(device, amp)
     for start in range(0, len(faces), batch_size):
         gray = faces_to_tensor(faces[start:start + batch_size], device)
         for view in range(warps.shape[0]):
-            x = to_pixel_values(apply_warps(gray, warps[view, start:start + len(gray)]), teacher.spec)
-            with autocast:
-                logits = module(x.contiguous(memory_format=torch.channels_last))
-            out[view, start:start + len(gray)] = torch.softmax(logits.float() / temperature, 1)[:, columns].cpu()
+            view_gray = apply_warps(gray, warps[view, start:start + len(gray)])
+            out[view, start:start + len(gray)] = _softened(module, teacher.spec, columns, view_gray, temperature,
+                                                           autocast).cpu()
             if bar is not None:
                 bar.update(len(gray))
     return out
@@ -149,33 +164,24 @@ class OnlineTeachers:
     def __init__(self, cfg: DistillConfig, spec: ModelSpec, device, amp):
         from .checkpoint import load_checkpoint
 
-        self.temperature, self.device, self.amp = cfg.temperature, device, amp
+        self.temperature, self.device, self.autocast = cfg.temperature, device, _autocast(device, amp)
         self.teachers = []
         for folder in map(Path, cfg.teachers):
             if not (folder / "config.json").is_file():
                 raise FerError(f"teacher {folder} is not a checkpoint folder (no config.json): online distillation "
                                f"runs its teachers in every step, so they must be present for the whole run")
             teacher = load_checkpoint(folder)
-            missing = [name for name in spec.labels if name not in teacher.spec.labels]
-            if missing:
-                raise FerError(f"teacher {folder} does not classify {', '.join(missing)}: a teacher needs the "
-                               f"student's labels")
+            columns = _student_columns(teacher, spec)
             module = teacher.module.to(device).eval().to(memory_format=torch.channels_last)
             for param in module.parameters():
                 param.requires_grad_(False)
-            self.teachers.append((module, teacher.spec, teacher.spec.label_index(spec.labels)))
+            self.teachers.append((module, teacher.spec, columns))
 
     @torch.no_grad()
     def __call__(self, gray: torch.Tensor) -> torch.Tensor:
-        from contextlib import nullcontext
-
         gray = gray.to(self.device)
-        autocast = torch.autocast(torch.device(self.device).type, dtype=self.amp) if self.amp else nullcontext()
-        total = 0
-        for module, spec, columns in self.teachers:
-            with autocast:
-                logits = module(to_pixel_values(gray, spec).contiguous(memory_format=torch.channels_last))
-            total = total + torch.softmax(logits.float() / self.temperature, 1)[:, columns]
+        total = sum(_softened(module, spec, columns, gray, self.temperature, self.autocast)
+                    for module, spec, columns in self.teachers)
         return total / len(self.teachers)
 
 

@@ -359,10 +359,14 @@ class Trainer:
         self.params = count_parameters(self.module)
         self.macs = count_macs(self.module, self.built.spec)
 
+    def _distill_config(self) -> DistillConfig:
+        cfg = self.cfg
+        return DistillConfig(tuple(cfg.teachers), cfg.teacher_views, cfg.distill_weight, cfg.distill_temperature,
+                             cfg.distill_target)
+
     def _teacher_targets(self) -> TeacherTargets:
         cfg = self.cfg
-        distill = DistillConfig(tuple(cfg.teachers), cfg.teacher_views, cfg.distill_weight, cfg.distill_temperature,
-                                cfg.distill_target)
+        distill = self._distill_config()
         search = [self.resume_dir, self.resume_dir.parent] if self.resume_dir else []
         targets = prepare_targets(distill, self.built.spec, self.train_split.images, augment_preset(cfg.augment),
                                   cfg.seed, self.out, search, self.device, self.amp, cfg.eval_batch_size, _progress,
@@ -373,9 +377,7 @@ class Trainer:
 
     def _online_teachers(self) -> OnlineTeachers:
         cfg = self.cfg
-        distill = DistillConfig(tuple(cfg.teachers), cfg.teacher_views, cfg.distill_weight, cfg.distill_temperature,
-                                cfg.distill_target)
-        teachers = OnlineTeachers(distill, self.built.spec, self.device, self.amp)
+        teachers = OnlineTeachers(self._distill_config(), self.built.spec, self.device, self.amp)
         self.teachers_report = self._judge_teachers()
         self.log(f"teachers run online on each training batch ({len(cfg.teachers)} teacher(s), T={cfg.distill_temperature:g})")
         return teachers
