@@ -13,22 +13,20 @@ a policy skipped, so the average computed here is the one fer-run computes.
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from fer_engine.cli import run_cli
 from fer_engine.errors import FerError
 from fer_engine.runtime import PipelineConfig, RecognizerConfig
 from fer_engine.runtime.smoothing import Smoother
 
-from .moving_faces import compare, make_moving_face_video, make_one_face_video, truth_accuracy
+from .measure_cli import run_measure
+from .moving_faces import VIDEOS, compare, truth_accuracy
 from .pipeline import POLICIES, _faces, run_pipeline
 
 PROG = "python -m fer_engine.benchmarks.label_sweep"
-VIDEOS = (("five faces 640x480", make_moving_face_video), ("one face 1280x720", make_one_face_video))
 
 
 def relabel(records: list[list[dict]], labels: tuple[str, ...], smooth: float, margin: float) -> list[list[dict]]:
@@ -129,20 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-
-    def _main() -> int:
-        from fer_engine.outputs import check_outputs, write_outputs
-
-        check_outputs(files={"--json": args.json})
-        if args.data:
-            from fer_engine.train.data import check_data_path
-
-            check_data_path(args.data)
-        rows = sweep(args.data, args.seeds, args.smooth, args.margin, args.threads, args.frames, model=args.model)
-        write_outputs([("--json", args.json, lambda path: path.write_text(json.dumps(rows, indent=1)))])
-        return 0
-
-    return run_cli(_main, PROG)
+    return run_measure(PROG, args, lambda: sweep(args.data, args.seeds, args.smooth, args.margin, args.threads,
+                                                 args.frames, model=args.model))
 
 
 if __name__ == "__main__":

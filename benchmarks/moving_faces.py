@@ -380,6 +380,9 @@ def make_one_face_video(path: str | Path, faces: np.ndarray, labels: np.ndarray,
     return make_moving_face_video(path, faces, labels, **{**PRESETS["one-face-720p"], **options})
 
 
+VIDEOS = (("five faces 640x480", make_moving_face_video), ("one face 1280x720", make_one_face_video))
+
+
 # ---- measures ---------------------------------------------------------------------------------------------
 def read_jsonl_faces(path: str | Path) -> List[List[dict]]:
     """fer-run's JSON Lines as per-frame face lists, in frame order; frames missing from the file (dropped

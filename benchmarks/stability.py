@@ -45,6 +45,23 @@ def label_changes(labels_of: Callable[[np.ndarray], np.ndarray], faces: np.ndarr
     return rows
 
 
+def labeller(probs_of: Callable[[np.ndarray], np.ndarray], flip: bool = False,
+             batch: int = 256) -> Callable[[np.ndarray], np.ndarray]:
+    """Labels from ``probs_of`` in batches; with ``flip``, from the probabilities averaged with the mirror's."""
+
+    def labels_of(faces: np.ndarray) -> np.ndarray:
+        labels = []
+        for i in range(0, len(faces), batch):
+            chunk = faces[i:i + batch]
+            probs = probs_of(chunk)
+            if flip:
+                probs = probs + probs_of(np.ascontiguousarray(chunk[:, :, ::-1]))
+            labels.append(probs.argmax(1))
+        return np.concatenate(labels)
+
+    return labels_of
+
+
 def _accuracy(labels: np.ndarray, truth: np.ndarray | None) -> float | None:
     return None if truth is None else float(np.mean(labels == truth))
 
@@ -54,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", required=True, help="FER2013 csv(.gz): PublicTest faces are perturbed")
     parser.add_argument("--model", help="a checkpoint folder, a model file or a shipped name (default: the shipped "
                                         "int8 cnn)")
+    parser.add_argument("--flip", action="store_true",
+                        help="label each face by its probabilities averaged with its mirror's (flip TTA)")
     parser.add_argument("--json", metavar="OUT", help="write the rows as JSON")
     add_verbose(parser)
     args = parser.parse_args(argv)
@@ -62,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(args) -> int:
     from fer_engine.outputs import check_outputs, write_outputs
-    from fer_engine.runtime.preprocess import faces_to_pixel_values
+    from fer_engine.runtime.preprocess import faces_to_pixel_values, softmax
     from fer_engine.train.classifiers import load_classifier
     from fer_engine.train.data import load_fer2013
 
@@ -75,12 +94,11 @@ def _main(args) -> int:
     model = args.model or "cnn-int8"
     classifier = load_classifier(model if Path(model).is_dir() else resolve_model(model), "cpu")
 
-    def labels_of(faces: np.ndarray) -> np.ndarray:
-        return np.concatenate([classifier.predict_logits(faces_to_pixel_values(faces[i:i + 256], classifier.spec))
-                               .argmax(1) for i in range(0, len(faces), 256)])
+    def probs_of(faces: np.ndarray) -> np.ndarray:
+        return softmax(classifier.predict_logits(faces_to_pixel_values(faces, classifier.spec)))
 
-    rows = label_changes(labels_of, split.images, split.labels)
-    print(f"{args.model or 'cnn-int8'} on {len(split.images)} PublicTest faces\n\n| framing | label changed | accuracy |\n"
+    rows = label_changes(labeller(probs_of, args.flip), split.images, split.labels)
+    print(f"{args.model or 'cnn-int8'}{' with flip TTA' if args.flip else ''} on {len(split.images)} PublicTest faces\n\n| framing | label changed | accuracy |\n"
           "| --- | ---: | ---: |")
     for name, row in rows.items():
         print(f"| {name} | {row['changed']:.1%} | {row['accuracy']:.2%} |")

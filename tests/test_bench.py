@@ -351,3 +351,40 @@ def test_framing_noise_row_differs_from_the_default_in_the_detector_scale_alone(
     assert dataclasses.replace(noise, recognizer=default.recognizer) == default
     assert pipeline.policy_config(None, 1, {"detect_every": 2}).detect_every == 2
     assert pipeline.FRAMING_NOISE[1] == {"detect_scale": 0.52}  # the policy's own dict is not consumed
+
+
+def test_a_detection_window_sits_on_yunets_grid_and_a_whole_image_window_finds_the_same_boxes(tmp_path):
+    from fer_engine.benchmarks.detect_windows import compare_windows, detect_in_window, read_frames, window_around
+    from fer_engine.benchmarks.face_video import drawn_faces
+    from fer_engine.benchmarks.moving_faces import make_moving_face_video
+    from fer_engine.runtime.detectors import downscale
+    from fer_engine.runtime.yunet import YuNetOnnx
+
+    assert window_around((100, 50, 40, 40), 0.5, (240, 320)) == (64, 0, 160, 128)
+    assert window_around((300, 200, 40, 40), 0.5, (240, 320)) == (256, 160, 320, 240)  # clipped at the edges
+    video = tmp_path / "v.mp4"
+    make_moving_face_video(video, drawn_faces(8), np.arange(8) % 7, frames=3)
+    net = YuNetOnnx(YUNET, threads=1)
+    whole = compare_windows(read_frames(video), net, 0.5, grow=100.0)  # each window is the whole image
+    assert whole["faces"] >= 3 and whole["window_area_share"] == 1.0
+    assert whole["found"] == whole["same_box"] == 1.0 and whole["offset_px_p90"] < 1e-3
+    image = downscale(read_frames(video)[0], 0.5)
+    inner = [row for row in net.detect(image) if row[0] > 64 and row[1] > 64]
+    moved = detect_in_window(net, image, (32, 32, image.shape[1], image.shape[0]))  # rows back in image pixels
+    assert inner and all(np.abs(moved[:, :14] - row[:14]).max(1).min() < 4 for row in inner)
+    tight = compare_windows(read_frames(video), net, 0.5, grow=0.25)
+    assert tight["faces"] == whole["faces"] and tight["window_area_share"] < 0.5
+
+
+def test_flip_averaging_labels_a_face_by_its_probabilities_and_its_mirrors():
+    from fer_engine.benchmarks.stability import labeller
+
+    faces = np.zeros((3, 48, 48), np.uint8)
+    faces[:, :, 0] = 255  # bright on the left: the fake model is sure of class 0, and of class 1 for the mirror
+
+    def left_bright(batch: np.ndarray) -> np.ndarray:
+        p = np.where(batch[:, 0, 0] > 127, 0.8, 0.1)
+        return np.stack([p, 1 - p], 1)
+
+    assert labeller(left_bright)(faces).tolist() == [0, 0, 0]
+    assert labeller(left_bright, flip=True, batch=2)(faces).tolist() == [1, 1, 1]  # (0.8 + 0.1) / 2 < 0.5
