@@ -14,7 +14,7 @@ from fer_engine.train.models import create_model, get_family
 
 from conftest import write_csv
 
-MODELS = ["cnn", "vit", "convnext", "convnextv2"]
+MODELS = ["cnn", "cnn-ensemble", "vit", "convnext", "convnextv2"]
 
 
 @pytest.fixture(scope="module")

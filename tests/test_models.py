@@ -9,10 +9,10 @@ from fer_engine.spec import LABELS
 from fer_engine.train.checkpoint import load_checkpoint, save_checkpoint
 from fer_engine.train.models import count_macs, count_parameters, create_model, get_family, list_models
 
-ALL_MODELS = ["cnn", "convnext", "convnextv2", "vit"]
+ALL_MODELS = ["cnn", "cnn-ensemble", "convnext", "convnextv2", "vit"]
 
 
-def test_registry_lists_the_four_models():
+def test_registry_lists_the_five_models():
     assert list_models() == ALL_MODELS
     assert list_models("conv*") == ["convnext", "convnextv2"]
 

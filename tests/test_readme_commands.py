@@ -34,6 +34,12 @@ COMMANDS = {
     "fer-export --model convnext --from-config --int8 --calibration-data fer2013.csv.gz --verify-size 256":
         ([("--from-config", "--from-config tiny")], []),
     "fer-export --model cnn --int8 --tensorrt --max-batch 32 --calibration-data fer2013.csv.gz": "tensorrt",
+    "python -m fer_engine.train.ensemble --member training-state/teachers/cnn-sgd-run10 --member "
+    "training-state/cnn-adamw250-best --member training-state/teachers/cnn-large-run14 --out checkpoints/cnn-ensemble":
+        None,  # rebuilds the shipped checkpoint; tests/test_ensemble.py runs the same command on tiny members
+    "fer-eval checkpoints/cnn-ensemble --data fer2013.csv.gz --split PrivateTest": ([], []),
+    "fer-export --model cnn-ensemble --checkpoint checkpoints/cnn-ensemble --int8 --calibration-data fer2013.csv.gz "
+    "--out exports/cnn-ensemble": ([], ["--no-verify"]),  # verified on all of PublicTest when shipped (its report)
     "fer-bench --quick": ([], []),
     "fer-bench --all-models --data fer2013.csv.gz --json bench.json --csv bench.csv --png bench.png": ([], TINY_BENCH),
     "fer-bench --models cnn --checkpoint cnn=checkpoints/cnn --backends onnx-int8-cpu --batch-sizes 1,64 --data fer2013.csv.gz":

@@ -121,8 +121,10 @@ def main(argv: list[str] | None = None) -> int:
             for name in list_models():
                 family = get_family(name)
                 d = family.defaults
-                print(f"{name:<11} {family.description}\n{'':<11} defaults: {d.epochs} epochs, batch {d.batch_size}, "
-                      f"{d.optimizer} lr {d.lr:g}, weight decay {d.weight_decay:g}")
+                how = (f"assembled, not trained: {family.assembled_by}" if family.assembled_by else
+                       f"defaults: {d.epochs} epochs, batch {d.batch_size}, {d.optimizer} lr {d.lr:g}, "
+                       f"weight decay {d.weight_decay:g}")
+                print(f"{name:<13} {family.description}\n{'':<13} {how}")
             return 0
         if not args.data and not args.resume:
             raise FerError("--data is required: the Kaggle fer2013.csv(.gz) or an image-folder root")

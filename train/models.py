@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -20,6 +20,7 @@ from fer_engine.errors import FerError, FieldError
 from fer_engine.spec import LABELS, ModelSpec, did_you_mean
 
 from .cnn import CNNConfig, FerCNN
+from .ensemble import FULL_MEMBERS, NAME as ENSEMBLE, PROG as ENSEMBLE_PROG, EnsembleModule, compact_weight
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -62,6 +63,7 @@ class ModelFamily(ABC):
     calibration_faces: int = 64  # faces fer-bench calibrates its static int8 file with
     symbolic_shape_inference: bool = True  # onnxruntime's quant_pre_process can run it on this graph
     default_checkpoint: Path | None = None  # the shipped trained checkpoint, if there is one
+    assembled_by: str | None = None  # the command that makes this model from trained ones; None: fer-train trains it
 
     # The published FER2013 fine-tune that export and evaluation use when no model is named (None: ours).
     finetuned_id: str | None = None
@@ -335,7 +337,58 @@ class HFFamily(ModelFamily):
         return HFClassifier(transformers.AutoModelForImageClassification.from_pretrained(str(folder)))
 
 
+class EnsembleFamily(ModelFamily):
+    name = ENSEMBLE
+    description = "ours, the accurate choice: trained cnn networks with their probabilities averaged in one graph"
+    exporter = "torch"
+    calibration_faces = 256
+    default_checkpoint = REPO_CHECKPOINTS / ENSEMBLE
+    assembled_by = f"{ENSEMBLE_PROG} --member DIR --member DIR --out DIR"
+    defaults = CNNFamily.defaults  # never used to train: fer-train refuses this model (``create``)
+
+    def create(self, pretrained=None, from_config=None, new_head=False) -> BuiltModel:
+        if pretrained:
+            from .checkpoint import load_checkpoint
+
+            ckpt = load_checkpoint(pretrained, expect_model=self.name)
+            return BuiltModel(ckpt.module, ckpt.spec, ckpt.arch)
+        if from_config is None:
+            raise FerError(f"'{self.name}' is assembled from trained cnn checkpoints, not trained: {self.assembled_by}")
+        if from_config == "full":
+            configs = list(FULL_MEMBERS)
+        elif from_config == "tiny":
+            configs = [CNNFamily.tiny, CNNFamily.tiny]
+        else:
+            overrides = _read_overrides(from_config)
+            if not isinstance(overrides.get("members"), list) or not overrides["members"]:
+                raise FieldError("from_config", f"{from_config} needs a 'members' list of cnn config values")
+            configs = [CNNConfig.from_dict(CNNConfig().to_dict() | member) for member in overrides["members"]]
+        return self.built([FerCNN(config) for config in configs], [config.to_dict() for config in configs])
+
+    def built(self, members: list[nn.Module], archs: list[dict]) -> BuiltModel:
+        return BuiltModel(EnsembleModule(members), replace(CNNFamily().spec(), model=self.name), {"members": archs})
+
+    def save_weights(self, built, folder, config) -> None:
+        from safetensors.torch import save_file
+
+        (folder / "config.json").write_text(json.dumps(config, indent=2))
+        weights = {k: compact_weight(v) for k, v in cpu_state_dict(built.module).items()}
+        save_file(weights, str(folder / "model.safetensors"))
+
+    def load(self, folder, spec, arch) -> nn.Module:
+        from safetensors.torch import load_file
+
+        archs = arch.get("members")
+        if not archs:
+            raise FerError(f"{folder / 'config.json'} lists no members: it is not a {self.name} checkpoint")
+        module = EnsembleModule([FerCNN(CNNConfig.from_dict(a)) for a in archs])
+        module.load_state_dict({k: v.float() if v.is_floating_point() else v
+                                for k, v in load_file(str(folder / "model.safetensors")).items()})
+        return module
+
+
 register(CNNFamily())
+register(EnsembleFamily())
 register(HFFamily(
     "vit", "google/vit-base-patch16-224", "ViTConfig", "ViT-B/16 (86 M parameters), 224x224 input",
     full={}, tiny=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
