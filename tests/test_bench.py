@@ -149,7 +149,7 @@ def test_bad_options_are_refused_at_parse_time(argv, message, capsys):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--models", "cnnn"], "unknown model 'cnnn'. Did you mean 'cnn'? Available: cnn, convnext, convnextv2, vit"),
+    (["--models", "cnnn"], "unknown model 'cnnn'. Did you mean 'cnn'? Available: cnn, cnn-ensemble, convnext, convnextv2, vit"),
     (["--checkpoint", "cnm=x"], "unknown model 'cnm'. Did you mean 'cnn'?"),
 ])
 def test_unknown_models_are_refused_before_any_work(argv, message, capsys):

@@ -15,8 +15,9 @@ from fer_engine.train.models import BuiltModel, create_model
 
 
 def tiny_member(folder, seed: int, half: bool = False):
-    torch.manual_seed(seed)
-    built = create_model("cnn", from_config="tiny")
+    with torch.random.fork_rng():  # other tests' random weights stay as they were
+        torch.manual_seed(seed)
+        built = create_model("cnn", from_config="tiny")
     if half:  # weights an fp16 copy holds: exactly representable in fp16
         with torch.no_grad():
             for value in built.module.state_dict().values():
