@@ -60,7 +60,6 @@ def compact_weight(tensor: torch.Tensor) -> torch.Tensor:
 def assemble(members: list[str | Path]):
     """The ensemble of trained ``cnn`` checkpoints; they must read the same faces the same way."""
     from .checkpoint import load_checkpoint
-
     from .models import get_family
 
     checkpoints = [load_checkpoint(folder, expect_model="cnn") for folder in members]
