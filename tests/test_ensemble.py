@@ -40,8 +40,8 @@ def test_the_ensemble_gives_the_log_of_its_members_mean_probabilities(tmp_path):
 def test_a_saved_ensemble_loads_to_the_same_outputs_in_fp16_only_where_that_loses_nothing(tmp_path, half):
     members = [tiny_member(tmp_path / f"m{i}", seed=i, half=half) for i in range(2)]
     folder = save_checkpoint(tmp_path / "ens", assemble(members))
-    stored = load_file(str(folder / "model.safetensors"))
-    floats = {v.dtype for v in stored.values() if v.is_floating_point()}
+    stored = [load_file(str(folder / f"member-{i}.safetensors")) for i in range(2)]
+    floats = {v.dtype for member in stored for v in member.values() if v.is_floating_point()}
     assert floats == {torch.float16} if half else torch.float32 in floats  # random weights need fp32
     x = torch.randn(4, 1, 48, 48)
     with torch.no_grad():

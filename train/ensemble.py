@@ -9,8 +9,9 @@ An ensemble is assembled from finished checkpoints, not trained:
 
     python -m fer_engine.train.ensemble --member runs/a/best --member runs/b/best --out checkpoints/cnn-ensemble
 
-Each weight tensor is stored in fp16 where that loses nothing, as for members that are fp16 copies (those of the
-shipped one: half the size, measured equal to their fp32 originals within 0.03 point), else as it is.
+Each member's weights are a file of their own (``member-0.safetensors``, ...), each tensor in fp16 where that
+loses nothing, as for members that are fp16 copies (those of the shipped one, measured equal to their fp32
+originals within 0.03 point: their files come out byte for byte the same), else as it is.
 """
 
 from __future__ import annotations
@@ -46,6 +47,11 @@ class EnsembleModule(nn.Module):
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         probs = torch.stack([member(pixel_values).float().softmax(-1) for member in self.members]).mean(0)
         return probs.clamp_min(1e-12).log()
+
+
+def member_file(index: int) -> str:
+    """A member's weights in an ensemble checkpoint folder."""
+    return f"member-{index}.safetensors"
 
 
 def compact_weight(tensor: torch.Tensor) -> torch.Tensor:

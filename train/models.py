@@ -20,7 +20,9 @@ from fer_engine.errors import FerError, FieldError
 from fer_engine.spec import LABELS, ModelSpec, did_you_mean
 
 from .cnn import CNNConfig, FerCNN
-from .ensemble import FULL_MEMBERS, NAME as ENSEMBLE, PROG as ENSEMBLE_PROG, EnsembleModule, compact_weight
+from .ensemble import FULL_MEMBERS, EnsembleModule, compact_weight, member_file
+from .ensemble import NAME as ENSEMBLE
+from .ensemble import PROG as ENSEMBLE_PROG
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -372,8 +374,11 @@ class EnsembleFamily(ModelFamily):
         from safetensors.torch import save_file
 
         (folder / "config.json").write_text(json.dumps(config, indent=2))
-        weights = {k: compact_weight(v) for k, v in cpu_state_dict(built.module).items()}
-        save_file(weights, str(folder / "model.safetensors"))
+        # One file per member, as a cnn checkpoint stores it: the bytes of a member that was an fp16 copy come out
+        # identical to that copy's file.
+        for i, member in enumerate(built.module.members):
+            weights = {k: compact_weight(v) for k, v in cpu_state_dict(member).items()}
+            save_file(weights, str(folder / member_file(i)))
 
     def load(self, folder, spec, arch) -> nn.Module:
         from safetensors.torch import load_file
@@ -381,10 +386,13 @@ class EnsembleFamily(ModelFamily):
         archs = arch.get("members")
         if not archs:
             raise FerError(f"{folder / 'config.json'} lists no members: it is not a {self.name} checkpoint")
-        module = EnsembleModule([FerCNN(CNNConfig.from_dict(a)) for a in archs])
-        module.load_state_dict({k: v.float() if v.is_floating_point() else v
-                                for k, v in load_file(str(folder / "model.safetensors")).items()})
-        return module
+        members = []
+        for i, member_arch in enumerate(archs):
+            member = FerCNN(CNNConfig.from_dict(member_arch))
+            member.load_state_dict({k: v.float() if v.is_floating_point() else v
+                                    for k, v in load_file(str(folder / member_file(i))).items()})
+            members.append(member)
+        return EnsembleModule(members)
 
 
 register(CNNFamily())
