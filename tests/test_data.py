@@ -143,3 +143,70 @@ def test_real_fer2013_counts():
     assert data.summary().startswith("35887 faces (Training 28709, PublicTest 3589, PrivateTest 3589)")
     assert data.split("Training").class_counts().tolist() == [3995, 436, 4097, 7215, 4830, 3171, 4965]
     assert data.split("PrivateTest").class_counts().tolist() == [491, 55, 528, 879, 594, 416, 626]
+
+
+def zip_tree(path, members: dict) -> "Path":
+    """A zip whose members are ``name -> bytes``, as the image download comes."""
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, payload in members.items():
+            archive.writestr(name, payload)
+    return path
+
+
+def png(value: int) -> bytes:
+    return cv2.imencode(".png", np.full((48, 48), value, np.uint8))[1].tobytes()
+
+
+@pytest.mark.parametrize("top", ["", "archive/"])
+def test_zip_of_the_image_layout_reads_like_the_folder(tmp_path, top):
+    # The common image download: archive.zip holding train/ and test/, sometimes inside one more folder.
+    path = zip_tree(tmp_path / "archive.zip", {
+        f"{top}train/angry/Training_1.png": png(20), f"{top}train/happy/Training_2.png": png(110),
+        f"{top}test/sad/PublicTest_3.png": png(140), f"{top}test/fear/PrivateTest_4.png": png(80),
+        f"{top}__MACOSX/train/._x.png": b"resource fork",
+    })
+    data = load_fer2013(path)
+    assert data.summary().startswith("4 faces (Training 2, PublicTest 1, PrivateTest 1)")
+    assert [LABELS[i] for i in data.split("Training").labels] == ["angry", "happy"]
+    assert [int(im.mean()) for im in data.split("Training").images] == [20, 110]
+    assert load_fer2013(path).from_cache  # cached by content, as the CSV is
+
+
+def test_bad_zips_say_what_is_wrong(tmp_path):
+    inside_csv = zip_tree(tmp_path / "fer2013.zip", {"fer2013.csv": "emotion,pixels,Usage\n"})
+    with pytest.raises(FerError, match="holds fer2013.csv: unzip it"):
+        load_fer2013(inside_csv)
+    bad = zip_tree(tmp_path / "bad.zip", {"train/happy/a.png": png(3), "train/happy/b.png": b"not a png"})
+    with pytest.raises(FerError) as err:
+        load_fer2013(bad)
+    assert "bad.zip:train/happy/b.png" in str(err.value) and "cannot be decoded" in str(err.value)
+    assert load_fer2013(bad, skip_bad_rows=True).skipped == 1
+
+
+def test_pack_keeps_every_pixel_and_only_the_splits_asked(tmp_path):
+    from fer_engine.train.pack import main as pack_main
+
+    csv_path = write_csv(tmp_path / "faces.csv", n=40)
+    out = tmp_path / "packed.zip"
+    assert pack_main([str(csv_path), "--out", str(out), "--splits", "Training,PublicTest"]) == 0
+    source, packed = load_fer2013(csv_path), load_fer2013(out)
+    assert packed.summary() == "32 faces (Training 24, PublicTest 8)"
+    keep = source.splits < 2
+
+    def faces(d, mask):
+        return sorted((int(s), int(l), im.tobytes()) for im, l, s in zip(d.images[mask], d.labels[mask], d.splits[mask]))
+
+    assert faces(source, keep) == faces(packed, np.ones(len(packed.labels), bool))
+
+
+def test_pack_refuses_unknown_splits_and_other_names(tmp_path, capsys):
+    from fer_engine.train.pack import main as pack_main
+
+    csv_path = write_csv(tmp_path / "faces.csv", n=14)
+    assert pack_main([str(csv_path), "--out", str(tmp_path / "p.zip"), "--splits", "Train"]) != 0
+    assert "unknown split(s) Train" in capsys.readouterr().err
+    assert pack_main([str(csv_path), "--out", str(tmp_path / "p.tar")]) != 0
+    assert "name the file .zip" in capsys.readouterr().err
+    assert not (tmp_path / "p.zip").exists()

@@ -1,4 +1,5 @@
-"""FER2013 as users have it: the Kaggle CSV (plain or gzipped) or an image-folder tree.
+"""FER2013 as users have it: the Kaggle CSV (plain or gzipped) or an image-folder tree, as a folder or as
+the ``.zip`` it is downloaded in.
 
 Both become one ``FerData`` (uint8 faces, labels in the canonical order, a split per face). Parsing the
 CSV takes seconds, so the parsed arrays are cached under the user cache folder, keyed by the source's
@@ -13,9 +14,10 @@ import hashlib
 import io
 import os
 import re
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Callable, Iterator
 
 import numpy as np
 
@@ -120,13 +122,14 @@ def check_data_path(path: str | os.PathLike) -> Path:
     """Refuse a missing data path at once, before a command loads a model or writes anything."""
     path = Path(path)
     if not path.exists():
-        raise FerError(f"data not found: {path}. Pass the Kaggle fer2013.csv(.gz) or an image-folder root.")
+        raise FerError(f"data not found: {path}. Pass the Kaggle fer2013.csv(.gz), an image-folder root or its .zip.")
     return path
 
 
 def load_fer2013(path: str | os.PathLike, *, skip_bad_rows: bool = False, cache: bool = True,
                  cache_dir: str | os.PathLike | None = None, progress: bool | None = None) -> FerData:
-    """Load the Kaggle CSV (``.csv`` or ``.csv.gz``) or an image-folder tree, through the cache. A parse
+    """Load the Kaggle CSV (``.csv`` or ``.csv.gz``) or an image-folder tree (a folder or a ``.zip`` of
+    one), through the cache. A parse
     shows a bar on stderr ("parsing fer2013.csv.gz, cached for next time") when ``progress``, or, with
     ``progress=None``, when stderr is a terminal; a load from the cache shows nothing."""
     path = check_data_path(path)
@@ -140,7 +143,7 @@ def load_fer2013(path: str | os.PathLike, *, skip_bad_rows: bool = False, cache:
         except (OSError, KeyError, ValueError):
             pass  # a damaged cache is rebuilt below
     desc = f"parsing {path.name}" + (", cached for next time" if cache else "")
-    parse = _parse_folder if path.is_dir() else _parse_csv
+    parse = _parse_folder if path.is_dir() else _parse_zip if zipfile.is_zipfile(path) else _parse_csv
     data = parse(path, skip_bad_rows, lambda **kw: bar(desc=desc, enabled=progress, **kw))
     if cache:
         _write_cache(cache_file, data)
@@ -263,19 +266,50 @@ def _walk_files(root: Path):
 
 
 def _parse_folder(root: Path, skip_bad_rows: bool, progress) -> FerData:
-    """``<root>/<split>/<emotion>/*.png|jpg``; a ``Training_``/``PublicTest_``/``PrivateTest_`` file
-    prefix overrides the split folder (the common download keeps both test splits in ``test/``)."""
+    files = sorted(_walk_files(root))
+    if not files:
+        raise FerError(f"{root} is empty: expected <root>/<split>/<emotion>/*.png|jpg, e.g. train/happy/Training_1.jpg")
+    entries = ((file.relative_to(root).parts, str(file), file.read_bytes) for file in files)
+    return _parse_image_tree(entries, len(files), root, skip_bad_rows, progress)
+
+
+def _parse_zip(path: Path, skip_bad_rows: bool, progress) -> FerData:
+    """The image-folder layout inside a zip, as the common image download comes (``archive.zip`` holding
+    ``train/`` and ``test/``), also with one wrapping folder around it."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = sorted((m for m in archive.infolist() if not m.is_dir() and not _hidden(m.filename)),
+                             key=lambda m: m.filename)
+            if not members:
+                raise FerError(f"{path} holds no files: expected <split>/<emotion>/<image> inside the zip")
+            csvs = [m.filename for m in members if m.filename.lower().endswith((".csv", ".csv.gz"))]
+            if csvs and len(csvs) == len(members):
+                raise FerError(f"{path} holds {csvs[0]}: unzip it and pass that file with --data")
+            trees = [tuple(m.filename.split("/")) for m in members]
+            while all(len(t) > 3 for t in trees) and len({t[0] for t in trees}) == 1:
+                trees = [t[1:] for t in trees]
+            entries = ((parts, f"{path}:{m.filename}", lambda m=m: archive.read(m))
+                       for parts, m in zip(trees, members))
+            return _parse_image_tree(entries, len(members), path, skip_bad_rows, progress)
+    except (OSError, zipfile.BadZipFile, EOFError) as exc:
+        raise FerError(f"cannot read {path} as a zip of FER2013 images: {exc}") from exc
+
+
+def _hidden(name: str) -> bool:
+    return any(part.startswith(".") or part == "__MACOSX" for part in name.split("/"))
+
+
+def _parse_image_tree(entries: Iterator[tuple[tuple[str, ...], str, Callable[[], bytes]]], count: int,
+                      source: Path, skip_bad_rows: bool, progress) -> FerData:
+    """``<split>/<emotion>/*.png|jpg`` (each entry: its path's parts, a name for messages, a reader of its
+    bytes); a ``Training_``/``PublicTest_``/``PrivateTest_`` file prefix overrides the split folder (the
+    common download keeps both test splits in ``test/``)."""
     import cv2  # the runtime dependency; reads every image format users have
 
     reject = _Rejects(skip_bad_rows)
     images, labels, splits = [], [], []
-    files = sorted(_walk_files(root))
-    if not files:
-        raise FerError(f"{root} is empty: expected <root>/<split>/<emotion>/*.png|jpg, e.g. train/happy/Training_1.jpg")
-    with progress(iterable=files, unit="image") as shown:
-        for file in shown:
-            parts = file.relative_to(root).parts
-            where = str(file)
+    with progress(iterable=entries, total=count, unit="image") as shown:
+        for parts, where, read in shown:
             if len(parts) != 3:
                 reject(where, "not in the layout <root>/<split>/<emotion>/<image>")
                 continue
@@ -290,10 +324,10 @@ def _parse_folder(root: Path, skip_bad_rows: bool, progress) -> FerData:
                 reject(where, f"unknown split folder '{split_dir}' (expected train, val or test, or files named "
                               "Training_*, PublicTest_*, PrivateTest_*)")
                 continue
-            if file.suffix.lower() not in IMAGE_SUFFIXES:
+            if Path(name).suffix.lower() not in IMAGE_SUFFIXES:
                 reject(where, f"not an image file (expected {', '.join(sorted(IMAGE_SUFFIXES))})")
                 continue
-            image = cv2.imread(str(file), cv2.IMREAD_GRAYSCALE)
+            image = cv2.imdecode(np.frombuffer(read(), np.uint8), cv2.IMREAD_GRAYSCALE)
             if image is None:
                 reject(where, "cannot be decoded as an image (corrupt or not an image)")
                 continue
@@ -303,8 +337,8 @@ def _parse_folder(root: Path, skip_bad_rows: bool, progress) -> FerData:
             labels.append(LABELS.index(label))
             splits.append(SPLITS.index(split))
     if not images:
-        raise FerError(f"{root} holds no usable images" + (f" (first problem: {reject.first})" if reject.first else ""))
-    return _assemble(images, labels, splits, root, reject)
+        raise FerError(f"{source} holds no usable images" + (f" (first problem: {reject.first})" if reject.first else ""))
+    return _assemble(images, labels, splits, source, reject)
 
 
 def _assemble(images, labels, splits, source: Path, rejects: _Rejects) -> FerData:

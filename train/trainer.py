@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from fer_engine.errors import FerError, FieldError
-from fer_engine.spec import LABELS
+from fer_engine.spec import LABELS, SPLITS
 
 from .augment import AugmentConfig, augment, augment_preset, erase, jitter
 from .consistency import jensen_shannon
@@ -296,6 +296,8 @@ class Trainer:
             torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
         self.device = resolve_device(cfg.device)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # every batch has one shape: let cuDNN time its kernels once
         self.amp = resolve_amp(cfg.amp, self.device)
         self.out = Path(cfg.out)
         _check_writable_folder(self.out)
@@ -314,7 +316,11 @@ class Trainer:
         self.log(f"data: {data.source}: {data.summary()}" + (" [cache]" if data.from_cache else ""))
         self.train_split = data.split("Training").head(cfg.limit)
         self.val_split = data.split("PublicTest").head(cfg.limit)
-        self.test_split = data.split("PrivateTest").head(cfg.limit)
+        # PrivateTest is read once, after training, and only when asked: data packed without it trains too
+        if cfg.final_test and not (data.splits == SPLITS.index("PrivateTest")).any():
+            raise FerError(f"{data.source} has no PrivateTest faces to report at the end: pass --no-test to train "
+                           "without that report (PublicTest still chooses the best epoch)")
+        self.test_split = data.split("PrivateTest").head(cfg.limit) if cfg.final_test else None
 
         self.module = self.built.module.to(self.device).to(memory_format=torch.channels_last)
         self.teachers_report: dict | None = None
@@ -434,7 +440,9 @@ class Trainer:
             ema=self.ema.state_for_saving() if self.ema else None, rng=torch.get_rng_state())
         save_checkpoint(self.out / "last", self.built, self._metrics(), lambda folder: write_state(folder, state))
 
-    def _train_step(self, batch: Batch) -> tuple[float, int]:
+    def _train_step(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimizer step; returns the batch's summed loss and its hits as tensors on the device, so
+        that a GPU is not made to wait for the host after every step (read them only now and then)."""
         x, y, soft, jittered, mix = batch.x, batch.labels, batch.soft, batch.jittered, batch.mix
         if self.online_teachers is not None:
             soft = self.online_teachers(x)
@@ -462,7 +470,7 @@ class Trainer:
         if self.ema is not None:
             self.ema.update(self.module)
         counted = mix.majority_labels(y) if mix is not None else y
-        return loss.item(), int((logits.argmax(1) == counted).sum())
+        return loss.detach().double() * len(y), (logits.argmax(1) == counted).sum()
 
     def run(self, max_minutes: float | None = None) -> dict:
         """Train to the end of the schedule and finish (averaging, bias, PrivateTest), or stop early when
@@ -476,29 +484,34 @@ class Trainer:
                  f"{cfg.epochs} epochs x {steps} steps of {cfg.batch_size}"
                  + (f"; EMA {cfg.ema:g}" if self.ema else ""))
         self.module.train()
-        session_start = time.perf_counter()
+        session_start = self.session_start = time.perf_counter()
         for epoch in range(self.start_epoch, cfg.epochs):
             first = self.start_step if epoch == self.start_epoch else 0
-            loss_sum = correct = seen = 0
+            loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+            correct = torch.zeros((), dtype=torch.int64, device=self.device)
+            seen = 0
             started = time.perf_counter()
             bar = _progress(steps, f"epoch {epoch + 1}/{cfg.epochs}")
             bar.update(first)
             for batch in self.stream.epoch(epoch, first):
                 step = batch.step
                 loss, hits = self._train_step(batch)
-                loss_sum += loss * len(batch.labels)
+                loss_sum += loss
                 correct += hits
                 seen += len(batch.labels)
-                rate = seen / max(time.perf_counter() - started, 1e-9)
-                bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen * 100:.1f}%", img_s=f"{rate:.0f}", refresh=False)
+                if not bar.disable and step % 16 == 0:
+                    rate = seen / max(time.perf_counter() - started, 1e-9)
+                    bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", acc=f"{correct.item() / seen * 100:.1f}%",
+                                    img_s=f"{rate:.0f}", refresh=False)
                 bar.update(1)
                 if self.stop_reason:
                     bar.close()
                     self.elapsed += time.perf_counter() - started
                     return self._stop(epoch, step + 1)
             bar.close()
+            loss_total, hits = loss_sum.item(), int(correct.item())  # waits for the device's last steps
             train_time = time.perf_counter() - started
-            record = self._end_epoch(epoch, loss_sum, correct, seen, train_time, started)
+            record = self._end_epoch(epoch, loss_total, hits, seen, train_time, started)
             self._save_last(epoch + 1, 0)
             if epoch + 1 > cfg.epochs - cfg.average_last:
                 self._save_tail(epoch + 1)
@@ -523,7 +536,10 @@ class Trainer:
         record = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "train_accuracy": correct / max(seen, 1),
                   "val_loss": val_loss, "val_accuracy": report.accuracy, "val_macro_f1": report.macro_f1,
                   "lr": self.optimizer.param_groups[0]["lr"], "images_per_s": seen / max(train_time, 1e-9),
-                  "epoch_time_s": time.perf_counter() - started}
+                  "epoch_time_s": time.perf_counter() - started,
+                  # since this process started training: successive epochs' difference is their whole period,
+                  # saving included (what a run sized in advance must count on)
+                  "session_s": time.perf_counter() - self.session_start}
         candidate, weights = report, "raw"
         if ema_report is not None:
             record.update(ema_val_accuracy=ema_report.accuracy, ema_val_macro_f1=ema_report.macro_f1)
