@@ -33,6 +33,9 @@ def test_student_command_learns_online_from_every_teacher(tmp_path):
     for expected in ("--distill-target online", "--mixup 0.2", "--no-test", "--epochs 300", "--warmup-epochs 5",
                      "--device cuda", "--amp bf16", "--limit 64", "--optimizer sgd", "--lr 0.01"):
         assert expected in text
+    cfg.mixup = 0
+    assert "--mixup" not in " ".join(fer_train_command(cfg, config="s.json", out=tmp_path / "s", epochs=300, seed=0,
+                                                       teachers=[tmp_path / "a"]))
     teacher = " ".join(fer_train_command(cfg, config="t.json", out=tmp_path / "t", epochs=20, seed=1))
     assert "--teacher" not in teacher and "--mixup" not in teacher and "--seed 1" in teacher
 
