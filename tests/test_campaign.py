@@ -66,14 +66,14 @@ def test_a_small_campaign_trains_a_teacher_then_the_student_within_its_plan(tmp_
     tiny = tmp_path / "tiny.json"
     tiny.write_text(json.dumps({"widths": [8, 16], "blocks": [1, 1], "stem": [[8, 2]]}))
     out = tmp_path / "campaign"
-    argv = ["--data", str(data), "--out", str(out), "--minutes", "1.2", "--teachers", "1", "--teacher-config",
+    argv = ["--data", str(data), "--out", str(out), "--minutes", "2.5", "--teachers", "1", "--teacher-config",
             str(tiny), "--student-config", str(tiny), "--device", "cpu", "--threads", "1", "--workers", "0",
-            "--limit", "60", "--batch-size", "16", "--min-epochs", "2"]
+            "--limit", "60", "--batch-size", "16", "--min-epochs", "1"]
     assert main(argv) == 0
     report = json.loads((out / "campaign.json").read_text())
     assert [p["name"] for p in report["probes"]] == ["teacher-0", "student"]
-    assert report["teachers"][0]["epochs"] == report["budget"]["teacher_epochs"] >= 2
-    assert report["student"]["epochs"] == report["budget"]["student_epochs"] >= 2
+    assert report["teachers"][0]["epochs"] == report["budget"]["teacher_epochs"] >= 1
+    assert report["student"]["epochs"] == report["budget"]["student_epochs"] >= 1
     assert (out / "student" / "model.safetensors").is_file() and not (out / "probe").exists()
     student_metrics = json.loads((out / "student" / "metrics.json").read_text())
     assert student_metrics["config"]["teachers"] == [str(out / "teacher-0" / "best")]
