@@ -177,23 +177,14 @@ def plan_epochs(seconds: float, probe: RunResult, probe_epochs: int, minimum: in
     return epochs
 
 
-def machine() -> dict:
-    import platform
-
-    import torch
-
-    info = {"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.cuda.is_available()}
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-    return info
-
-
 def run_campaign(cfg: CampaignConfig, say=print) -> Campaign:
     cfg.check()
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    report = Campaign(config=asdict(cfg), machine=machine())
+    from .trainer import machine_info, resolve_device
+
+    report = Campaign(config=asdict(cfg), machine=machine_info(resolve_device(cfg.device)))
     teachers_text = (f"{len(cfg.teacher)} given teacher(s)" if cfg.teacher
                      else f"{cfg.teachers} teacher(s) ({Path(cfg.teacher_config).name}) trained")
     say(f"campaign: {cfg.minutes:g} min on {report.machine.get('gpu', 'the CPU')}: {teachers_text}, then the "
@@ -211,10 +202,13 @@ def run_campaign(cfg: CampaignConfig, say=print) -> Campaign:
     probe_dir = out / "probe"
     given = [Path(t) for t in cfg.teacher]
     teacher_names = [] if given else [f"teacher-{k}" for k in range(cfg.teachers)]
+
+    def teacher_commands(root: Path, epochs: int) -> dict[str, list[str]]:
+        return {name: fer_train_command(cfg, config=cfg.teacher_config, out=root / name, epochs=epochs, seed=k)
+                for k, name in enumerate(teacher_names)}
+
     if teacher_names:
-        walls = run_side_by_side({name: fer_train_command(cfg, config=cfg.teacher_config, out=probe_dir / name,
-                                                           epochs=cfg.probe_epochs, seed=k)
-                                  for k, name in enumerate(teacher_names)}, out / "logs" / "probe")
+        walls = run_side_by_side(teacher_commands(probe_dir, cfg.probe_epochs), out / "logs" / "probe")
         teacher_probe = max((read_result(n, probe_dir / n, walls[n]) for n in teacher_names), key=lambda r: r.wall_s)
         report.probes.append(asdict(teacher_probe))
     probe_teachers = given or [probe_dir / n / "best" for n in teacher_names]
@@ -239,9 +233,7 @@ def run_campaign(cfg: CampaignConfig, say=print) -> Campaign:
         + f"student {student_epochs} epochs")
 
     if teacher_names:
-        walls = run_side_by_side({name: fer_train_command(cfg, config=cfg.teacher_config, out=out / name,
-                                                           epochs=teacher_epochs, seed=k)
-                                  for k, name in enumerate(teacher_names)}, out / "logs")
+        walls = run_side_by_side(teacher_commands(out, teacher_epochs), out / "logs")
         report.teachers = [asdict(read_result(n, out / n, walls[n])) for n in teacher_names]
         save()
         for t in report.teachers:

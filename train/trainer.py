@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from fer_engine.errors import FerError, FieldError
-from fer_engine.spec import LABELS, SPLITS
+from fer_engine.spec import LABELS
 
 from .augment import AugmentConfig, augment, augment_preset, erase, jitter
 from .consistency import jensen_shannon
@@ -317,10 +317,13 @@ class Trainer:
         self.train_split = data.split("Training").head(cfg.limit)
         self.val_split = data.split("PublicTest").head(cfg.limit)
         # PrivateTest is read once, after training, and only when asked: data packed without it trains too
-        if cfg.final_test and not (data.splits == SPLITS.index("PrivateTest")).any():
-            raise FerError(f"{data.source} has no PrivateTest faces to report at the end: pass --no-test to train "
-                           "without that report (PublicTest still chooses the best epoch)")
-        self.test_split = data.split("PrivateTest").head(cfg.limit) if cfg.final_test else None
+        self.test_split = None
+        if cfg.final_test:
+            try:
+                self.test_split = data.split("PrivateTest").head(cfg.limit)
+            except FerError as exc:
+                raise FerError(f"{data.source} has no PrivateTest faces to report at the end: pass --no-test to "
+                               "train without that report (PublicTest still chooses the best epoch)") from exc
 
         self.module = self.built.module.to(self.device).to(memory_format=torch.channels_last)
         self.teachers_report: dict | None = None
@@ -484,7 +487,7 @@ class Trainer:
                  f"{cfg.epochs} epochs x {steps} steps of {cfg.batch_size}"
                  + (f"; EMA {cfg.ema:g}" if self.ema else ""))
         self.module.train()
-        session_start = self.session_start = time.perf_counter()
+        self.session_start = time.perf_counter()
         for epoch in range(self.start_epoch, cfg.epochs):
             first = self.start_step if epoch == self.start_epoch else 0
             loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
@@ -518,7 +521,7 @@ class Trainer:
             if self.stop_reason:
                 return self._stop(epoch + 1, 0)
             if max_minutes is not None and epoch + 1 < cfg.epochs:
-                spent = time.perf_counter() - session_start
+                spent = time.perf_counter() - self.session_start
                 if spent + record["epoch_time_s"] > max_minutes * 60:
                     self.stop_reason = f"--max-minutes {max_minutes:g}: the next epoch would end after it"
                     return self._stop(epoch + 1, 0)
